@@ -1,0 +1,62 @@
+"""Command line: python -m workbench survey | zoo list | zoo train NAME | bench widgets."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _zoo(args) -> None:
+    from . import zoo
+    if args.action == "train":
+        zoo.train(args.name, epochs=args.epochs, progress=not args.quiet)
+    else:
+        from .measure import format_table
+        print(format_table(zoo.table()))
+
+
+def _bench(args) -> None:
+    from . import bench
+    rows = bench.run(args.target, smoke=args.smoke)
+    from .measure import format_table
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+def _survey(args) -> None:
+    from . import survey
+    survey.main(out_dir=args.out, smoke=args.smoke)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("survey", help="every method at its defaults, the zoo, what is missing")
+    p.add_argument("--out", default="survey", help="folder for survey.md, survey.html, plots")
+    p.add_argument("--smoke", action="store_true", help="small test subsets (seconds)")
+    p.set_defaults(run=_survey)
+
+    p = sub.add_parser("zoo", help="list or train the model zoo")
+    p.add_argument("action", choices=["list", "train"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_zoo)
+
+    p = sub.add_parser("bench", help="measured figures for an issue's targets")
+    p.add_argument("target", choices=["widgets"])
+    p.add_argument("--smoke", action="store_true", help="fewer repetitions")
+    p.add_argument("--json", help="also write the rows as JSON to this path")
+    p.set_defaults(run=_bench)
+
+    args = parser.parse_args(argv)
+    if args.command == "zoo" and args.action == "train" and not args.name:
+        parser.error("zoo train needs a NAME: lenet300, lenet5, vgg_small, resnet20")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

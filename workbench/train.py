@@ -1,0 +1,139 @@
+"""One training loop for everything: ``fit`` and ``evaluate``, seeded, with progress bars.
+
+Methods extend the loop through small hooks instead of copying it: a ``Hook`` may add a term
+to the loss (a penalty, a distillation loss), act after every optimizer step (re-apply a mask,
+clamp a quantizer) and after every epoch (prune a little more). See ``Hook``.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import Dataset
+
+
+class Hook:
+    """Override what you need; every method is a no-op by default."""
+
+    def loss(self, model, x, y, logits, loss):
+        """Return the loss to minimize (add a penalty or a distillation term here)."""
+        return loss
+
+    def after_step(self, model):
+        """Called after each optimizer step, under torch.no_grad()."""
+
+    def after_epoch(self, model, epoch: int):
+        """Called after each epoch (0-based), under torch.no_grad()."""
+
+
+@dataclass
+class Recipe:
+    """The hyperparameters of one training run, stored in the zoo manifest."""
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: str = "onecycle"          # "onecycle" | "cosine" | "constant"
+    augment: bool = False               # random crop + flip (CIFAR)
+    label_smoothing: float = 0.0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.schedule not in ("onecycle", "cosine", "constant"):
+            raise ValueError(f"schedule={self.schedule!r}; allowed: onecycle, cosine, constant")
+        if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1:
+            raise ValueError(f"epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}:"
+                             " need epochs >= 0, lr > 0, batch_size >= 1")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _scheduler(optimizer, recipe: Recipe, steps_per_epoch: int):
+    total = max(1, recipe.epochs * steps_per_epoch)
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=total,
+                                                   pct_start=0.25)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def fit(model: torch.nn.Module, train: Dataset, recipe: Recipe | None = None,
+        hooks: list[Hook] = (), test: Dataset | None = None, progress: bool = True,
+        optimizer: torch.optim.Optimizer | None = None) -> list[dict]:
+    """Train ``model`` in place with SGD on ``train``; returns one dict of figures per epoch.
+
+    Parameters that do not require grad (e.g. frozen layers) are left out of the optimizer.
+    Pass ``optimizer`` to train other tensors (e.g. codebooks) with the same loop.
+    """
+    recipe = recipe or Recipe()
+    seed_everything(recipe.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer is None:
+        optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    scheduler = _scheduler(optimizer, recipe, train.batches(recipe.batch_size))
+    history = []
+    for epoch in range(recipe.epochs):
+        model.train()
+        batches = train.loader(recipe.batch_size, shuffle=True, seed=recipe.seed * 1000 + epoch,
+                               augment=recipe.augment)
+        bar = tqdm(batches, total=train.batches(recipe.batch_size), disable=not progress,
+                   desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False)
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in bar:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+            for hook in hooks:
+                loss = hook.loss(model, x, y, logits, loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                for hook in hooks:
+                    hook.after_step(model)
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        with torch.no_grad():
+            for hook in hooks:
+                hook.after_epoch(model, epoch)
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1),
+               "train_acc": correct / max(seen, 1)}
+        if test is not None:
+            row["test_acc"] = evaluate(model, test)
+        history.append(row)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in row.items()))
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted class of every example, model in eval mode (restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x).argmax(1) for x, _ in data.loader(batch_size)])
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (0..1) on ``data``."""
+    return (predict(model, data, batch_size) == data.labels).float().mean().item()
