@@ -85,8 +85,14 @@ def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in state.items()}
 
 
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+
 def encode(model: torch.nn.Module, dtype: str | None = None) -> bytes:
     """Bytes of ``model`` in the workbench format (dense; floats stored as ``dtype`` if given)."""
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype={dtype!r}; allowed: None (keep each tensor's own) or one of "
+                         f"{', '.join(FLOAT_DTYPES)}")
     entries, payloads = [], []
     for name, tensor in plain_state_dict(model).items():
         as_dtype = dtype if dtype and tensor.is_floating_point() else None
@@ -119,17 +125,22 @@ def read_header(blob: bytes) -> dict:
     end = _PREFIX.size + header_len
     if end + 4 > len(blob):
         raise CodecError(f"truncated: the header needs {end + 4} bytes, the file has {len(blob)}")
+    # Nothing read from damaged bytes is trusted: the header is parsed tentatively, to say
+    # "truncated" rather than "corrupt" when it can, and the checksum decides.
     try:
         header = json.loads(blob[_PREFIX.size:end])
-    except ValueError as err:
-        raise CodecError(f"corrupt header: {err}") from err
-    expected = end + sum(t["nbytes"] for t in header["tensors"]) + 4
-    if len(blob) != expected:
+        expected = end + sum(int(t["nbytes"]) for t in header["tensors"]) + 4
+    except (ValueError, KeyError, TypeError) as err:
+        header, expected, header_error = None, None, err
+    if expected is not None and len(blob) != expected:
         raise CodecError(f"truncated or padded: the header describes {expected} bytes, "
                          f"the file has {len(blob)}")
     (stored_crc,) = struct.unpack_from("<I", blob, len(blob) - 4)
     if zlib.crc32(blob[:-4]) != stored_crc:
-        raise CodecError("corrupt: the CRC32 checksum does not match the content")
+        raise CodecError(f"corrupt: the CRC32 of the {len(blob)} bytes does not match the one "
+                         "stored at the end")
+    if header is None:
+        raise CodecError(f"corrupt header: {header_error!r}")
     header["_payload_start"] = end
     return header
 

@@ -1,7 +1,7 @@
 """MNIST and CIFAR-10 read from their official files.
 
-The files are looked for in ``$WORKBENCH_DATA``, then ``./data``, then the user cache
-(``~/.cache/workbench``). Every file is checked against the md5 its authors published; a
+The files are looked for in ``$WORKBENCH_DATA``, then ``./data``, then the ``data/`` folder of
+the workbench checkout, then the user cache (``~/.cache/workbench``). Every file is checked against the md5 its authors published; a
 missing file is downloaded from the official source into the cache (atomic write, checksum,
 retries), and when that is impossible the error says which files to put where.
 
@@ -64,6 +64,9 @@ def search_dirs() -> list[Path]:
     if os.environ.get("WORKBENCH_DATA"):
         dirs.append(Path(os.environ["WORKBENCH_DATA"]).expanduser())
     dirs.append(Path.cwd() / "data")
+    checkout = Path(__file__).resolve().parent.parent / "data"   # e.g. from notebooks/
+    if checkout != dirs[-1]:
+        dirs.append(checkout)
     dirs.append(cache_dir())
     return dirs
 
@@ -106,9 +109,10 @@ def locate(subdir: str, name: str, md5: str, download: bool = True) -> Path:
     else:
         reason = "download disabled"
     places = ", ".join(str(d / subdir) for d in search_dirs())
+    needed = ", ".join(MNIST_FILES if subdir == "mnist" else CIFAR_FILES)
     raise DataError(
-        f"{subdir}/{name} not found and {reason}. Put the official file there "
-        f"(one of: {places}), or set WORKBENCH_DATA to the folder that holds '{subdir}/'.")
+        f"{subdir}/{name} not found and {reason}. Put the official files ({needed}) in one "
+        f"of: {places}; or set WORKBENCH_DATA to the folder that holds '{subdir}/'.")
 
 
 def _fetch(url: str, dest: Path, md5: str | None, tries: int = 3) -> None:

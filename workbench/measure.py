@@ -62,12 +62,16 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
 
 @torch.no_grad()
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
-               min_run_time: float = 0.3) -> float:
-    """Median wall time of one forward pass (ms) at ``batch`` on the current thread count."""
+               threads: int | None = None, min_run_time: float = 0.3) -> float:
+    """Median wall time of one forward pass (ms) at ``batch`` on ``threads`` threads.
+
+    ``threads`` defaults to torch's current setting. On a machine whose cores are busy with
+    other work, one thread gives steadier figures than several waiting for each other.
+    """
     model.eval()
     x = torch.randn(batch, *input_shape)
     timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
-                            num_threads=torch.get_num_threads())
+                            num_threads=threads or torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
@@ -118,8 +122,13 @@ class Report:
 
 
 def report(model: nn.Module, data: Dataset | None = None, name: str | None = None,
-           latency: bool = True) -> Report:
-    """Measure ``model``: accuracy on ``data`` (if given), sizes, MACs, latency."""
+           latency: bool = True, threads: int | None = None) -> Report:
+    """Measure ``model``: accuracy on ``data`` (if given), sizes, MACs, latency.
+
+    Latency is timed on ``threads`` threads (default: torch's current setting), recorded in
+    the report.
+    """
+    threads = threads or torch.get_num_threads()
     shape = input_shape_of(model, data)
     blob = codec.encode(model)
     # Latency is that of the network as shipped: the decoded file, masks folded into plain
@@ -133,10 +142,35 @@ def report(model: nn.Module, data: Dataset | None = None, name: str | None = Non
         params=params, nonzeros=nonzeros, bytes=len(blob), gzip_bytes=codec.gzip_size(blob),
         macs=sum(r["macs"] for r in layers),
         effective_macs=sum(r["effective_macs"] for r in layers),
-        latency_ms_b1=round(latency_ms(shipped, shape, 1), 4) if latency else None,
-        latency_ms_b64=round(latency_ms(shipped, shape, 64), 4) if latency else None,
+        latency_ms_b1=round(latency_ms(shipped, shape, 1, threads), 4) if latency else None,
+        latency_ms_b64=round(latency_ms(shipped, shape, 64, threads), 4) if latency else None,
+        threads=threads,
         test_images=None if data is None else len(data),
         layers=layers)
+
+
+# Energy of one 32-bit operation in a 45 nm process, in picojoules: Horowitz, "Computing's
+# energy problem", ISSCC 2014, as tabulated by Han et al. 2015 (Table 1 / Figure 1).
+ENERGY_PJ_45NM = {
+    "int_add": 0.1, "float_add": 0.9, "register": 1.0, "int_mult": 3.1,
+    "float_mult": 3.7, "sram": 5.0, "dram": 640.0,
+}
+
+
+def energy_estimate(r: Report, memory: str = "dram") -> dict:
+    """A rough energy bill (microjoules) of one fp32 inference, memory beside arithmetic.
+
+    Assumptions, stated because they matter: every nonzero weight is read once from
+    ``memory`` ("dram" or "sram") as a 32-bit word (no reuse across images); every effective
+    MAC is one float multiply and one float add; activations and indices are ignored.
+    """
+    if memory not in ("dram", "sram"):
+        raise ValueError(f"memory={memory!r}; allowed: 'dram', 'sram'")
+    memory_uj = r.nonzeros * ENERGY_PJ_45NM[memory] / 1e6
+    compute_uj = r.effective_macs * (ENERGY_PJ_45NM["float_mult"]
+                                     + ENERGY_PJ_45NM["float_add"]) / 1e6
+    return {"memory": memory, "memory_uj": memory_uj, "compute_uj": compute_uj,
+            "memory_over_compute": memory_uj / compute_uj if compute_uj else None}
 
 
 def _cell(value) -> str:

@@ -34,7 +34,12 @@ class Method:
         raise NotImplementedError
 
     def params(self) -> dict:
+        """Every hyperparameter (what the constructor takes)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def settings(self) -> dict:
+        """The hyperparameters in effect, for tables (a method hides knobs it ignores)."""
+        return self.params()
 
     # -- helpers for validate()
     def _check_range(self, name: str, low: float, high: float) -> None:

@@ -45,7 +45,7 @@ def method_rows(test_sets, base_reports, latency: bool) -> list[dict]:
             compressed = method.apply(zoo.pretrained(name), train)
             r = report(compressed, test, f"{method_id} on {name}", latency=latency)
             ratios = r.compare(base)
-            rows.append({"method": method_id, "model": name, "settings": method.params(),
+            rows.append({"method": method_id, "model": name, "settings": method.settings(),
                          "accuracy": r.accuracy, "base_accuracy": base.accuracy,
                          "nonzeros_x": ratios["nonzeros_x"], "bytes": r.bytes,
                          "bytes_x": ratios["bytes_x"], "gzip_bytes_x": ratios["gzip_bytes_x"],

@@ -62,9 +62,11 @@ def seed_everything(seed: int) -> None:
 
 def _scheduler(optimizer, recipe: Recipe, steps_per_epoch: int):
     total = max(1, recipe.epochs * steps_per_epoch)
-    if recipe.schedule == "onecycle":
+    if recipe.schedule == "onecycle" and total >= 3:
+        # OneCycleLR divides by zero when its warm-up lasts less than one step (e.g. 4 steps
+        # at 25%), so very short runs warm up over two steps; one or two steps stay constant.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=total,
-                                                   pct_start=0.25)
+                                                   pct_start=max(0.25, 2 / total))
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -65,6 +65,9 @@ class Magnitude(Method):
         self._check_range("threshold", 0.0, float("inf"))
         self._check_range("quality", 0.0, float("inf"))
 
+    def settings(self) -> dict:
+        return {self.by: getattr(self, self.by), "scope": self.scope}
+
     def masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Layer name -> mask, computed from the (effective) weights of ``model``."""
         layers = prunable_layers(model)

@@ -1,0 +1,209 @@
+"""workbench.codec: exact round trips, exact byte counts, and clear errors on damaged files."""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import pytest
+import torch
+from conftest import sample_input, untrained
+
+from workbench import codec, models
+from workbench.codec import CodecError
+from workbench.prune import Magnitude
+
+ARCHS = list(models.ARCHITECTURES)
+
+
+@pytest.fixture(scope="module")
+def lenet300_blob():
+    model = untrained("lenet300")
+    return model, codec.encode(model)
+
+
+def expected_length(model, header: dict, itemsize_of=None) -> int:
+    """4 magic + 1 version + 4 header length + header + payloads + 4 CRC, payloads recomputed
+    from the model itself (numel x itemsize), not from the header's own byte counts."""
+    header_len = header["_payload_start"] - 9
+    payload = sum(t.numel() * (itemsize_of(t) if itemsize_of else t.element_size())
+                  for t in codec.plain_state_dict(model).values())
+    return 4 + 1 + 4 + header_len + payload + 4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_round_trip_identical_outputs_and_exact_length(arch):
+    model = untrained(arch, seed=3)
+    blob = codec.encode(model)
+    assert blob[:4] == b"WBNC" and blob[4] == codec.VERSION
+    header = codec.read_header(blob)
+    assert len(blob) == expected_length(model, header)
+    assert header["arch"] == arch
+    back = codec.decode(blob)
+    assert type(back) is type(model) and not back.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    x = sample_input(model)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+
+
+def test_round_trip_keeps_config():
+    model = models.build("lenet300", hidden=(40, 20)).eval()
+    back = codec.decode(codec.encode(model))
+    assert back.config == model.config
+    assert back.net[1].weight.shape == (40, 784)
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "resnet20"])
+def test_round_trip_of_pruned_model(arch):
+    model = untrained(arch, seed=1)
+    pruned = Magnitude(sparsity=0.7).apply(model).eval()
+    blob = codec.encode(pruned)
+    assert len(blob) == expected_length(pruned, codec.read_header(blob))
+    assert len(blob) == len(codec.encode(model))     # dense format: pruning saves no bytes
+    back = codec.decode(blob)
+    x = sample_input(model)
+    with torch.no_grad():
+        assert torch.equal(back(x), pruned(x))
+    assert not any(k.endswith(("_orig", "_mask")) for k in back.state_dict())
+
+
+def test_plain_state_dict_folds_masks():
+    model = untrained("lenet5")
+    pruned = Magnitude(sparsity=0.6).apply(model)
+    raw = pruned.state_dict()
+    plain = codec.plain_state_dict(pruned)
+    assert not any(k.endswith(("_orig", "_mask")) for k in plain)
+    assert set(plain) == set(model.state_dict())
+    for key in plain:
+        if key + "_orig" in raw:
+            assert torch.equal(plain[key], raw[key + "_orig"] * raw[key + "_mask"])
+            assert (plain[key] == 0).float().mean().item() == pytest.approx(0.6, abs=1e-3)
+        else:
+            assert torch.equal(plain[key], raw[key])
+        assert not plain[key].requires_grad
+
+
+def test_plain_state_dict_of_parametrized_weight():
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = untrained("lenet300")
+    before = model.net[1].weight.detach().clone()
+    parametrize.register_parametrization(model.net[1], "weight", Double())
+    plain = codec.plain_state_dict(model)
+    assert torch.equal(plain["net.1.weight"], 2 * before)
+    assert set(plain) == set(models.build("lenet300").state_dict())
+
+
+@pytest.mark.parametrize("dtype, tol", [("float16", 1e-2), ("bfloat16", 5e-2)])
+def test_half_precision_halves_float_payload(dtype, tol):
+    model = untrained("resnet20", seed=2)
+    full, half = codec.encode(model), codec.encode(model, dtype=dtype)
+    h_full, h_half = codec.read_header(full), codec.read_header(half)
+    for a, b in zip(h_full["tensors"], h_half["tensors"]):
+        assert a["name"] == b["name"] and a["dtype"] == b["dtype"]
+        if a["dtype"] == "float32":
+            assert b["nbytes"] * 2 == a["nbytes"]
+        else:                                   # num_batches_tracked stays int64
+            assert b["nbytes"] == a["nbytes"]
+    itemsize = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    assert len(half) == expected_length(
+        model, h_half, lambda t: itemsize if t.is_floating_point() else t.element_size())
+    back = codec.decode(half)
+    for key, value in model.state_dict().items():
+        assert back.state_dict()[key].dtype == value.dtype
+        assert torch.equal(back.state_dict()[key], value.to(getattr(torch, dtype)).to(value.dtype))
+    x = sample_input(model)
+    with torch.no_grad():
+        ref, out = model(x), back(x)
+    assert not torch.equal(out, ref)
+    assert torch.allclose(out, ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+# ---------------------------------------------------------------- damaged files
+
+def test_truncated_blob_raises_at_every_sampled_cut(lenet300_blob):
+    _, blob = lenet300_blob
+    header_end = codec.read_header(blob)["_payload_start"]
+    cuts = sorted({0, 1, 4, 5, 8, 9, 12, 13, 20, header_end - 1, header_end, header_end + 1,
+                   header_end + 4, len(blob) // 2, len(blob) - 5, len(blob) - 4, len(blob) - 1,
+                   *range(0, len(blob), len(blob) // 25)})
+    for cut in cuts:
+        with pytest.raises(CodecError, match="truncated"):
+            codec.decode(blob[:cut])
+
+
+def test_padded_blob_raises(lenet300_blob):
+    _, blob = lenet300_blob
+    with pytest.raises(CodecError, match="padded"):
+        codec.decode(blob + b"\x00")
+
+
+def test_flipped_payload_byte_fails_crc(lenet300_blob):
+    _, blob = lenet300_blob
+    start = codec.read_header(blob)["_payload_start"]
+    for pos in (start, start + 1000, (start + len(blob)) // 2, len(blob) - 5):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x10
+        with pytest.raises(CodecError, match="CRC32"):
+            codec.decode(bytes(bad))
+    bad = bytearray(blob)
+    bad[-1] ^= 0x01                                 # the checksum itself
+    with pytest.raises(CodecError, match="CRC32"):
+        codec.decode(bytes(bad))
+
+
+def test_wrong_magic_and_version(lenet300_blob):
+    _, blob = lenet300_blob
+    with pytest.raises(CodecError, match="not a workbench model file"):
+        codec.decode(b"PK\x03\x04" + blob[4:])
+    with pytest.raises(CodecError, match=r"version 2.*version 1"):
+        codec.decode(blob[:4] + bytes([2]) + blob[5:])
+    with pytest.raises(CodecError, match="expected bytes"):
+        codec.decode("WBNC")
+
+
+def test_unknown_tensor_format_is_named(lenet300_blob):
+    _, blob = lenet300_blob
+    header = codec.read_header(blob)
+    start = header.pop("_payload_start")
+    header["tensors"][0]["format"] = "zstd"
+    new_header = json.dumps(header, separators=(",", ":")).encode()
+    body = struct.pack("<4sBI", b"WBNC", 1, len(new_header)) + new_header + blob[start:-4]
+    forged = body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(CodecError, match="zstd"):
+        codec.decode(forged)
+
+
+def header_positions(blob: bytes) -> list[int]:
+    return list(range(9, codec.read_header(blob)["_payload_start"]))
+
+
+def test_flipped_header_byte_raises_codec_error(lenet300_blob):
+    _, blob = lenet300_blob
+    failures = []
+    for pos in header_positions(blob):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x01
+        try:
+            codec.decode(bytes(bad))
+            failures.append((pos, "decoded"))
+        except CodecError:
+            pass
+        except Exception as err:                   # noqa: BLE001 - that is the finding
+            failures.append((pos, type(err).__name__))
+    assert not failures, failures[:5]
+
+
+def test_gzip_size_is_real_and_deterministic(lenet300_blob):
+    import gzip
+    _, blob = lenet300_blob
+    assert codec.gzip_size(blob) == codec.gzip_size(blob)
+    assert gzip.decompress(gzip.compress(blob, 9, mtime=0)) == blob
+    assert codec.gzip_size(blob) == len(gzip.compress(blob, compresslevel=9, mtime=0))
+    assert codec.gzip_size(bytes(100000)) < 1000

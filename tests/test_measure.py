@@ -1,0 +1,162 @@
+"""workbench.measure against independent counts: torch's FLOP counter and hand arithmetic."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import untrained
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from workbench import codec, measure, models
+from workbench.measure import Report
+from workbench.prune import Magnitude
+
+ARCHS = list(models.ARCHITECTURES)
+
+# Parameter counts (weights + biases, BN affine included) of the networks as published:
+# LeNet-300-100 and LeNet-5 (Caffe) as in Han et al. 2015, ResNet-20 option A (He et al. 2016).
+PAPER_PARAMS = {"lenet300": 266_610, "lenet5": 431_080, "resnet20": 269_722}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dense_macs_equal_torch_flop_counter(arch):
+    model = untrained(arch)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *model.input_shape))
+    rows = measure.layer_table(model, model.input_shape)
+    assert sum(r["macs"] for r in rows) * 2 == counter.get_total_flops()
+    rep = measure.report(model, latency=False)
+    assert rep.macs * 2 == counter.get_total_flops()
+    assert rep.effective_macs == rep.macs            # random init: no zero weights
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_count_params_equals_sum_of_numel(arch):
+    model = untrained(arch)
+    params, nonzeros = measure.count_params(model)
+    assert params == sum(p.numel() for p in model.parameters())
+    assert nonzeros == sum(int(p.count_nonzero()) for p in model.parameters())
+    if arch in PAPER_PARAMS:
+        assert params == PAPER_PARAMS[arch]
+
+
+def test_count_params_of_pruned_model_counts_plain_weights():
+    model = untrained("lenet300")
+    pruned = Magnitude(sparsity=0.8).apply(model)
+    params, nonzeros = measure.count_params(pruned)
+    assert params == 266_610
+    weights = [m.weight for m in pruned.modules() if isinstance(m, nn.Linear)]
+    biases = [m.bias for m in pruned.modules() if isinstance(m, nn.Linear)]
+    expected_nnz = sum(int(w.count_nonzero()) for w in weights) + \
+        sum(int(b.count_nonzero()) for b in biases)
+    assert nonzeros == expected_nnz
+    kept_weights = sum(w.numel() - round(0.8 * w.numel()) for w in weights)
+    assert nonzeros == kept_weights + 300 + 100 + 10
+
+
+def test_effective_macs_of_pruned_lenet300_by_hand():
+    pruned = Magnitude(sparsity=0.9).apply(untrained("lenet300"))
+    nnz = [int(m.weight.count_nonzero()) for m in pruned.modules() if isinstance(m, nn.Linear)]
+    assert nnz == [784 * 300 - round(0.9 * 784 * 300), 300 * 100 - round(0.9 * 300 * 100),
+                   100 * 10 - round(0.9 * 100 * 10)]
+    rep = measure.report(pruned, latency=False)
+    assert rep.macs == 784 * 300 + 300 * 100 + 100 * 10          # each weight used once
+    assert rep.effective_macs == sum(nnz)
+
+
+def test_effective_macs_of_pruned_lenet5_by_hand():
+    pruned = Magnitude(sparsity=0.75, scope="global").apply(untrained("lenet5"))
+    conv1, conv2 = pruned.features[0], pruned.features[2]
+    fc1, fc2 = pruned.classifier[1], pruned.classifier[4]
+    # 28x28 -conv5-> 24x24 -pool-> 12x12 -conv5-> 8x8 -pool-> 4x4
+    uses = {conv1: 24 * 24, conv2: 8 * 8, fc1: 1, fc2: 1}
+    dense = sum(m.weight.numel() * u for m, u in uses.items())
+    effective = sum(int(m.weight.count_nonzero()) * u for m, u in uses.items())
+    assert dense == 20 * 25 * 576 + 50 * 20 * 25 * 64 + 800 * 500 + 500 * 10
+    rep = measure.report(pruned, latency=False)
+    assert (rep.macs, rep.effective_macs) == (dense, effective)
+    assert effective < dense
+    rows = {r["layer"]: r for r in rep.layers}
+    assert rows["features.0"]["effective_macs"] == int(conv1.weight.count_nonzero()) * 576
+    assert rows["features.2"]["shape"] == "50x20x5x5"
+
+
+def test_report_bytes_are_the_encoded_file(mnist_test_small):
+    model = untrained("lenet300")
+    pruned = Magnitude(sparsity=0.5).apply(model)
+    rep = measure.report(pruned, data=mnist_test_small, name="half", latency=False)
+    blob = codec.encode(pruned)
+    assert rep.bytes == len(blob)
+    assert rep.gzip_bytes == codec.gzip_size(blob)
+    assert rep.name == "half" and rep.test_images == 500
+    with torch.no_grad():
+        manual = pruned(mnist_test_small.tensors()[0]).argmax(1) == mnist_test_small.labels
+    assert rep.accuracy == round(manual.float().mean().item(), 4)
+    assert (rep.latency_ms_b1, rep.latency_ms_b64) == (None, None)
+    assert measure.report(pruned, latency=False).accuracy is None
+
+
+def test_latency_is_positive():
+    rep = measure.report(untrained("lenet300"), latency=True)
+    assert rep.latency_ms_b1 > 0 and rep.latency_ms_b64 > 0
+    assert rep.threads == torch.get_num_threads()
+
+
+def test_input_shape_needs_data_or_attribute():
+    with pytest.raises(ValueError, match="input_shape"):
+        measure.input_shape_of(nn.Linear(3, 2))
+
+
+def make_report(name, **kw):
+    base = dict(name=name, accuracy=0.9, params=1000, nonzeros=1000, bytes=4000,
+                gzip_bytes=3000, macs=10_000, effective_macs=10_000,
+                latency_ms_b1=2.0, latency_ms_b64=8.0)
+    return Report(**{**base, **kw})
+
+
+def test_compare_ratios():
+    base = make_report("dense")
+    small = make_report("small", accuracy=0.88, nonzeros=100, bytes=1000, gzip_bytes=1500,
+                        effective_macs=2500, latency_ms_b1=1.0, latency_ms_b64=None)
+    c = small.compare(base)
+    assert c == {"name": "small vs dense", "accuracy_change": pytest.approx(-0.02),
+                 "nonzeros_x": 10.0, "bytes_x": 4.0, "gzip_bytes_x": 2.0,
+                 "effective_macs_x": 4.0, "latency_b1_x": 2.0, "latency_b64_x": None}
+    assert make_report("a", accuracy=None).compare(base)["accuracy_change"] is None
+    assert base.compare(base)["bytes_x"] == 1.0
+
+
+def test_format_table_layout():
+    rows = [make_report("a").row(), make_report("bb", accuracy=None).row()]
+    lines = measure.format_table(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == list(rows[0])
+    assert set(lines[1]) <= {"|", "-", " "} and lines[1].count("|") == len(header) + 1
+    assert len({len(line) for line in lines}) == 1     # aligned columns
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[0] == "bb" and cells[1] == "-"          # None is shown as "-"
+    assert cells[header.index("macs")] == "10,000"
+    assert measure.format_table([]) == "(no rows)"
+    assert str(make_report("a")).splitlines()[0] == lines[0]
+
+
+def test_report_records_the_thread_count_it_timed_on():
+    model = untrained("lenet300")
+    r = measure.report(model, latency=True, threads=1)
+    assert r.threads == 1 and r.latency_ms_b1 > 0 and r.latency_ms_b64 > 0
+
+
+def test_energy_estimate_by_hand():
+    # Horowitz 2014 (45 nm): DRAM 640 pJ, SRAM 5 pJ, float mult 3.7 pJ, float add 0.9 pJ.
+    model = Magnitude(sparsity=0.5).apply(untrained("lenet300"))
+    r = measure.report(model, latency=False)
+    dram = measure.energy_estimate(r, "dram")
+    assert dram["memory_uj"] == pytest.approx(r.nonzeros * 640 / 1e6)
+    assert dram["compute_uj"] == pytest.approx(r.effective_macs * (3.7 + 0.9) / 1e6)
+    sram = measure.energy_estimate(r, "sram")
+    assert sram["memory_uj"] == pytest.approx(r.nonzeros * 5 / 1e6)
+    # The seeds' claim, for an fp32 MLP read once per image: memory dominates arithmetic.
+    assert dram["memory_over_compute"] > 100
+    with pytest.raises(ValueError, match="memory"):
+        measure.energy_estimate(r, "flash")

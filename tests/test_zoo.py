@@ -1,0 +1,149 @@
+"""The zoo: checked checkpoints, a truthful manifest, clear errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from workbench import data, models, train, zoo
+from workbench.zoo import CheckpointError
+
+MANIFEST_KEYS = {"sha256", "test_acc", "command", "seed", "epochs", "wall_seconds", "torch"}
+MNIST_MODELS = ["lenet300", "lenet5"]
+REAL_DIR = zoo.checkpoint_dir()
+
+
+def require(name: str) -> dict:
+    entry = zoo.manifest().get(name)
+    if entry is None:
+        pytest.skip(f"no {name} checkpoint in {zoo.checkpoint_dir()} yet")
+    return entry
+
+
+@pytest.fixture
+def tmp_zoo(tmp_path, monkeypatch):
+    """An empty checkpoint folder that the zoo uses instead of data/checkpoints."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setattr(zoo, "checkpoint_dir", lambda: folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def real_dir():
+    """The committed checkpoint folder (before any test points the zoo elsewhere)."""
+    return REAL_DIR
+
+
+def copy_lenet300(real_dir, folder) -> dict:
+    entry = json.loads((real_dir / "manifest.json").read_text()).get("lenet300")
+    if entry is None:
+        pytest.skip("no lenet300 checkpoint yet")
+    shutil.copyfile(real_dir / "lenet300.pt", folder / "lenet300.pt")
+    (folder / "manifest.json").write_text(json.dumps({"lenet300": entry}))
+    return entry
+
+
+def test_pretrained_lenet300_loads_checked(real_dir):
+    entry = require("lenet300")
+    assert zoo.sha256_of(real_dir / entry["file"]) == entry["sha256"]
+    model = zoo.pretrained("lenet300")
+    assert isinstance(model, models.LeNet300) and not model.training
+    state = torch.load(real_dir / "lenet300.pt", weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+def test_copy_loads_and_altered_byte_is_refused(real_dir, tmp_zoo):
+    copy_lenet300(real_dir, tmp_zoo)
+    assert isinstance(zoo.pretrained("lenet300"), models.LeNet300)   # the intact copy loads
+    path = tmp_zoo / "lenet300.pt"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256") as err:
+        zoo.pretrained("lenet300")
+    assert str(path) in str(err.value)
+
+
+def test_truncated_checkpoint_is_refused(real_dir, tmp_zoo):
+    copy_lenet300(real_dir, tmp_zoo)
+    path = tmp_zoo / "lenet300.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="altered or truncated"):
+        zoo.pretrained("lenet300")
+
+
+def test_state_dict_of_another_architecture_is_refused(tmp_zoo, capsys):
+    torch.manual_seed(0)
+    wrong = models.LeNet300(hidden=(100, 50))                  # same keys, other shapes
+    zoo.save("lenet300", wrong, {"test_acc": 0.0})             # with a matching sha256
+    entry = json.loads((tmp_zoo / "manifest.json").read_text())["lenet300"]
+    assert entry["sha256"] == zoo.sha256_of(tmp_zoo / "lenet300.pt")
+    with pytest.raises(CheckpointError, match="lenet300 architecture"):
+        zoo.pretrained("lenet300")
+    zoo.save("lenet5", models.LeNet300(), {"test_acc": 0.0})   # other keys altogether
+    with pytest.raises(CheckpointError, match="lenet5 architecture"):
+        zoo.pretrained("lenet5")
+
+
+def test_save_then_pretrained_round_trip(tmp_zoo, capsys):
+    torch.manual_seed(1)
+    model = models.build("lenet5")
+    zoo.save("lenet5", model, {"test_acc": 0.5})
+    loaded = zoo.pretrained("lenet5")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert zoo.manifest()["lenet5"]["test_acc"] == 0.5
+    assert not list(tmp_zoo.glob("*.part"))                   # atomic writes left no temp file
+
+
+def test_missing_checkpoint_says_how_to_make_it(tmp_zoo):
+    with pytest.raises(CheckpointError, match="python -m workbench zoo train resnet20"):
+        zoo.pretrained("resnet20")
+
+
+def test_unknown_name_raises_value_error():
+    with pytest.raises(ValueError, match="alexnet"):
+        zoo.pretrained("alexnet")
+    with pytest.raises(ValueError, match="alexnet"):
+        models.build("alexnet")
+
+
+def test_checkpoint_dir_follows_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path))
+    assert zoo.checkpoint_dir() == tmp_path
+    assert zoo.manifest() == {}
+
+
+def test_manifest_entries_are_complete(real_dir):
+    entries = zoo.manifest()
+    require("lenet300")
+    for name, entry in entries.items():
+        assert name in models.ARCHITECTURES
+        assert MANIFEST_KEYS <= set(entry), (name, MANIFEST_KEYS - set(entry))
+        assert zoo.sha256_of(real_dir / entry["file"]) == entry["sha256"], name
+        assert entry["test_acc"] >= zoo.TARGETS[name]["min_acc"], name
+        assert entry["command"].startswith(f"python -m workbench zoo train {name}")
+        if "recipe" in entry:
+            assert entry["seed"] == entry["recipe"]["seed"]
+            assert entry["epochs"] == entry["recipe"]["epochs"]
+        assert entry["wall_seconds"] > 0
+
+
+@pytest.mark.parametrize("name", MNIST_MODELS)
+def test_manifest_accuracy_reproduces_on_full_test_set(name):
+    entry = require(name)
+    model = zoo.pretrained(name)
+    accuracy = train.evaluate(model, data.load(zoo.dataset_of(name), "test"))
+    assert accuracy == pytest.approx(entry["test_acc"], abs=1e-4)
+
+
+def test_table_rows_match_manifest():
+    rows = {r["model"]: r for r in zoo.table()}
+    assert set(rows) == set(models.ARCHITECTURES)
+    for name, entry in zoo.manifest().items():
+        assert rows[name]["test_acc"] == entry["test_acc"]
+        assert rows[name]["dataset"] == models.ARCHITECTURES[name][1]
