@@ -59,9 +59,11 @@ def test_round_trip_keeps_config():
 def test_round_trip_of_pruned_model(arch):
     model = untrained(arch, seed=1)
     pruned = Magnitude(sparsity=0.7).apply(model).eval()
-    blob = codec.encode(pruned)
-    assert len(blob) == expected_length(pruned, codec.read_header(blob))
-    assert len(blob) == len(codec.encode(model))     # dense format: pruning saves no bytes
+    dense_blob = codec.encode(pruned, formats=("dense",))
+    assert len(dense_blob) == expected_length(pruned, codec.read_header(dense_blob))
+    assert len(dense_blob) == len(codec.encode(model))   # dense: pruning saves no bytes
+    blob = codec.encode(pruned)                           # best format: it does
+    assert len(blob) < 0.6 * len(dense_blob)
     back = codec.decode(blob)
     x = sample_input(model)
     with torch.no_grad():
@@ -207,3 +209,71 @@ def test_gzip_size_is_real_and_deterministic(lenet300_blob):
     assert gzip.decompress(gzip.compress(blob, 9, mtime=0)) == blob
     assert codec.gzip_size(blob) == len(gzip.compress(blob, compresslevel=9, mtime=0))
     assert codec.gzip_size(bytes(100000)) < 1000
+
+
+# ------------------------------------------------------------ sparse formats (Deep Compression)
+
+def test_pack_bits_round_trip_and_size():
+    rng = torch.Generator().manual_seed(0)
+    for bits in (1, 3, 5, 8, 13, 16, 32):
+        values = torch.randint(0, 2 ** min(bits, 31), (1001,), generator=rng).numpy()
+        packed = codec.pack_bits(values, bits)
+        assert len(packed) == -(-1001 * bits // 8)
+        assert (codec.unpack_bits(packed, bits, 1001) == values).all()
+    with pytest.raises(ValueError, match="bits=3"):
+        codec.pack_bits([8], 3)
+    with pytest.raises(CodecError, match="truncated"):
+        codec.unpack_bits(b"\x00", 5, 4)
+
+
+def test_relative_gaps_with_filler_zeros_by_hand():
+    # 3-bit gaps: at most 7 zeros skipped per entry; a filler skips 7 zeros and holds a zero.
+    positions = torch.tensor([2, 3, 20]).numpy()
+    stored, filler = codec.relative_gaps(positions, 3)
+    # 2 zeros then value; 0 zeros then value; 16 zeros = filler (8 positions) + filler
+    # (8 positions) + 0 zeros then value.
+    assert stored.tolist() == [2, 0, 7, 7, 0]
+    assert filler.tolist() == [False, False, True, True, False]
+    positions_back = (stored + 1).cumsum() - 1
+    assert positions_back[~filler].tolist() == [2, 3, 20]
+
+
+@pytest.mark.parametrize("fmt", ["dense", "csr32", "sparse_rel"])
+@pytest.mark.parametrize("shape", [(300, 784), (50, 20, 5, 5), (10,), (3, 0)])
+@pytest.mark.parametrize("density", [0.0, 0.002, 0.1, 1.0])
+def test_every_format_round_trips_exactly(fmt, shape, density):
+    gen = torch.Generator().manual_seed(1)
+    tensor = torch.randn(shape, generator=gen) * (torch.rand(shape, generator=gen) < density)
+    payload, entry = codec.encode_tensor(tensor, (fmt,))
+    back = codec.FORMATS[entry["format"]][1](payload, entry["shape"], entry["dtype"], entry)
+    assert torch.equal(back, tensor)
+
+
+def test_sparse_sizes_by_hand():
+    gen = torch.Generator().manual_seed(2)
+    tensor = torch.randn(100, 300, generator=gen) * (torch.rand(100, 300, generator=gen) < 0.05)
+    nnz = int(tensor.count_nonzero())
+    csr, _ = codec.encode_tensor(tensor, ("csr32",))
+    assert len(csr) == 4 * (100 + 1) + 4 * nnz + 4 * nnz       # pointers, columns, values
+    rel, entry = codec.encode_tensor(tensor, ("sparse_rel",))
+    entries, bits = entry["entries"], entry["index_bits"]
+    assert entries == nnz + entry["fillers"]
+    assert len(rel) == -(-entries * bits // 8) + 4 * entries
+    # the chosen bit-width is the best of all widths for that order
+    for other in range(1, 17):
+        p, _ = codec._encode_sparse_rel(tensor, order=entry["order"], index_bits=other)
+        assert len(rel) <= len(p)
+
+
+def test_best_format_is_chosen_per_tensor():
+    model = untrained("lenet300")
+    pruned = Magnitude(sparsity=0.9).apply(model)
+    formats = {t["name"]: t["format"] for t in codec.read_header(codec.encode(pruned))["tensors"]}
+    assert formats["net.1.weight"] == "sparse_rel"      # 90% zeros
+    assert formats["net.1.bias"] == "dense"             # biases are never pruned
+    # the best file is no larger than any single format for every tensor
+    best = len(codec.encode(pruned))
+    for fmt in ("dense", "csr32"):
+        assert best <= len(codec.encode(pruned, formats=(fmt,)))
+    with pytest.raises(ValueError, match="allowed"):
+        codec.encode(pruned, formats=("zip",))
