@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import sample_input, untrained
 
-from workbench import codec, models
+from workbench import codec, measure, models
 from workbench.codec import CodecError
 from workbench.prune import Magnitude
 
@@ -277,3 +277,39 @@ def test_best_format_is_chosen_per_tensor():
         assert best <= len(codec.encode(pruned, formats=(fmt,)))
     with pytest.raises(ValueError, match="allowed"):
         codec.encode(pruned, formats=("zip",))
+
+
+class ScaledLinear(torch.nn.Module):
+    """A stand-in for a method's own module: a linear layer times a learned scale."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.config = {"n_in": n_in, "n_out": n_out}
+        self.inner = torch.nn.Linear(n_in, n_out)
+        self.scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.inner(x) * self.scale
+
+    def mac_counts(self, inputs, output):
+        w = self.inner.weight
+        return {"params": w.numel() + 1, "nonzeros": int(w.count_nonzero()) + 1,
+                "macs": w.numel() + output.shape[-1], "effective_macs": w.numel()}
+
+
+def test_custom_modules_are_rebuilt_and_count_their_own_macs(monkeypatch):
+    monkeypatch.setitem(models.CUSTOM_MODULES, "ScaledLinear", ScaledLinear)
+    model = untrained("lenet300")
+    models.replace_module(model, "net.5", ScaledLinear(100, 10))
+    blob = codec.encode(model)
+    assert codec.read_header(blob)["modules"] == [
+        {"path": "net.5", "type": "ScaledLinear", "config": {"n_in": 100, "n_out": 10}}]
+    back = codec.decode(blob)
+    x = sample_input(model)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+    rows = {r["layer"]: r for r in measure.layer_table(model, model.input_shape)}
+    assert rows["net.5"]["macs"] == 1010 and "net.5.inner" not in rows
+    monkeypatch.delitem(models.CUSTOM_MODULES, "ScaledLinear")
+    with pytest.raises(CodecError, match="ScaledLinear"):
+        codec.decode(blob)

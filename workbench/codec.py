@@ -259,8 +259,10 @@ def encode(model: torch.nn.Module, dtype: str | None = None,
         payload, entry = encode_tensor(tensor, formats, dtype)
         entries.append({"name": name, **entry})
         payloads.append(payload)
+    replaced = [{"path": path, "type": type(m).__name__, "config": m.config}
+                for path, m in models.custom_modules(model)]
     header = json.dumps({"arch": models.name_of(model), "config": model.config,
-                         "tensors": entries}, separators=(",", ":")).encode()
+                         "modules": replaced, "tensors": entries}, separators=(",", ":")).encode()
     body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(payloads)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -314,7 +316,17 @@ def decode(blob: bytes) -> torch.nn.Module:
         state[entry["name"]] = FORMATS[entry["format"]][1](
             payload, entry["shape"], entry["dtype"], entry)
     model = models.build(header["arch"], **header["config"])
-    model.load_state_dict(state)
+    for entry in header.get("modules", []):
+        if entry["type"] not in models.CUSTOM_MODULES:
+            raise CodecError(f"the file uses module {entry['type']!r}, unknown to this "
+                             f"workbench (known: {sorted(models.CUSTOM_MODULES)})")
+        models.replace_module(model, entry["path"],
+                              models.CUSTOM_MODULES[entry["type"]](**entry["config"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CodecError(f"the tensors do not fit the {header['arch']} network the header "
+                         f"describes: {err}") from err
     return model.eval()
 
 

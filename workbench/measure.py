@@ -32,7 +32,11 @@ def input_shape_of(model: nn.Module, data: Dataset | None = None) -> tuple[int, 
 
 @torch.no_grad()
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
-    """One row per Conv2d / Linear layer: params, nonzeros, dense and effective MACs per image."""
+    """One row per Conv2d / Linear layer: params, nonzeros, dense and effective MACs per image.
+
+    A module with a ``mac_counts(inputs, output)`` method (e.g. a Winograd convolution) counts
+    itself and everything inside it.
+    """
     rows, handles = [], []
 
     def count(module, inputs, output, name):
@@ -45,8 +49,19 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
                      "macs": weight.numel() * uses,
                      "effective_macs": int(weight.count_nonzero()) * uses})
 
+    def count_custom(module, inputs, output, name):
+        rows.append({"layer": name, "type": type(module).__name__, "shape": "-",
+                     **module.mac_counts(inputs, output)})
+
+    custom = []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if any(name.startswith(p + ".") for p in custom):
+            continue                  # counted by the custom module that contains it
+        if hasattr(module, "mac_counts"):
+            custom.append(name)
+            handles.append(module.register_forward_hook(
+                lambda m, i, o, name=name: count_custom(m, i, o, name)))
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
             handles.append(module.register_forward_hook(
                 lambda m, i, o, name=name: count(m, i, o, name)))
     was_training = model.training

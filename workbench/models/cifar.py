@@ -12,22 +12,26 @@ class VGGSmall(nn.Module):
     """Three VGG stages of two 3x3 conv-BN-ReLU each, max pooling between, a linear head.
 
     Channels are (w, w, 2w, 2w, 4w, 4w) with w = ``width`` (default 32: 307,946 parameters,
-    38.7 M MACs per 32x32 image).
+    38.7 M MACs per 32x32 image); ``channels`` gives all six explicitly (a pruned network).
     """
 
     input_shape = (3, 32, 32)
 
-    def __init__(self, width: int = 32, num_classes: int = 10):
+    def __init__(self, width: int = 32, num_classes: int = 10, channels=None):
         super().__init__()
-        self.config = {"width": width, "num_classes": num_classes}
         w = width
-        plan = [(3, w), (w, w), "M", (w, 2 * w), (2 * w, 2 * w), "M",
-                (2 * w, 4 * w), (4 * w, 4 * w), "M"]
-        layers = []
-        for step in plan:
-            layers += [nn.MaxPool2d(2)] if step == "M" else conv_bn(*step)
+        channels = list(channels or (w, w, 2 * w, 2 * w, 4 * w, 4 * w))
+        if len(channels) != 6:
+            raise ValueError(f"channels={channels}: VGGSmall has 6 conv layers")
+        self.config = {"width": width, "num_classes": num_classes, "channels": channels}
+        layers, c_in = [], 3
+        for i, c_out in enumerate(channels):
+            layers += conv_bn(c_in, c_out)
+            if i % 2 == 1:
+                layers.append(nn.MaxPool2d(2))
+            c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 4 * 4, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c_in * 4 * 4, num_classes))
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -37,11 +41,12 @@ class BasicBlock(nn.Module):
     """Two 3x3 convs with an identity shortcut; option A (zero-padded) when the shape changes,
     as in He et al.'s CIFAR experiments, so ResNet-20 has 0.27 M parameters."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, inner: int | None = None):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        inner = inner or c_out          # channels between the two convs (prunable)
+        self.conv1 = nn.Conv2d(c_in, inner, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.stride, self.pad = stride, c_out - c_in
 
@@ -58,20 +63,31 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """ResNet-20 for CIFAR-10: 3 stages x 3 basic blocks, widths 16-32-64 (He et al. 2016)."""
+    """ResNet-20 for CIFAR-10: 3 stages x 3 basic blocks, widths 16-32-64 (He et al. 2016).
+
+    A pruned network is described by ``blocks_per_stage`` as a list (blocks removed) and
+    ``inner``, the channel count between the two convs of every block, in order.
+    """
 
     input_shape = (3, 32, 32)
 
-    def __init__(self, blocks_per_stage: int = 3, width: int = 16, num_classes: int = 10):
+    def __init__(self, blocks_per_stage=3, width: int = 16, num_classes: int = 10, inner=None):
         super().__init__()
-        self.config = {"blocks_per_stage": blocks_per_stage, "width": width,
-                       "num_classes": num_classes}
+        blocks = [blocks_per_stage] * 3 if isinstance(blocks_per_stage, int) \
+            else list(blocks_per_stage)
+        widths = (width, 2 * width, 4 * width)
+        inner = list(inner or [w for w, n in zip(widths, blocks) for _ in range(n)])
+        if len(blocks) != 3 or len(inner) != sum(blocks):
+            raise ValueError(f"blocks_per_stage={blocks_per_stage}, inner={inner}: need 3 "
+                             "stages and one inner width per block")
+        self.config = {"blocks_per_stage": blocks, "width": width, "num_classes": num_classes,
+                       "inner": inner}
         self.stem = nn.Sequential(*conv_bn(3, width))
-        stages, c_in = [], width
-        for i, c_out in enumerate((width, 2 * width, 4 * width)):
-            blocks = [BasicBlock(c_in if j == 0 else c_out, c_out, 2 if (i and j == 0) else 1)
-                      for j in range(blocks_per_stage)]
-            stages.append(nn.Sequential(*blocks))
+        stages, c_in, widths_left = [], width, iter(inner)
+        for i, (c_out, n) in enumerate(zip(widths, blocks)):
+            stage = [BasicBlock(c_in if j == 0 else c_out, c_out, 2 if (i and j == 0) else 1,
+                                next(widths_left)) for j in range(n)]
+            stages.append(nn.Sequential(*stage))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
