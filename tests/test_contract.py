@@ -16,7 +16,13 @@ from workbench.method import Method
 
 METHOD_ITEMS = sorted(workbench.METHODS.items())
 METHOD_IDS = [mid for mid, _ in METHOD_ITEMS]
-ARCHS = ["lenet300", "lenet5"]
+CHEAP_ARCHS = ("lenet300", "lenet5", "vgg_small", "resnet20")   # untrained: all are cheap
+
+
+def contract_cases():
+    """(method, arch) for every method and each architecture it declares."""
+    return [pytest.param(mid, cls, arch, id=f"{mid}-{arch}")
+            for mid, cls in METHOD_ITEMS for arch in cls.archs if arch in CHEAP_ARCHS]
 
 
 def module_hooks(model: torch.nn.Module) -> dict[str, tuple]:
@@ -36,22 +42,24 @@ def storages(model: torch.nn.Module) -> set[int]:
 
 @pytest.fixture(scope="module")
 def train_data():
-    """Loads MNIST only when a method that needs data asks for it."""
+    """A small training subset of the arch's dataset, loaded only when a method needs data."""
     cache = {}
 
-    def get():
-        if "d" not in cache:
-            cache["d"] = workbench.data.mnist("train").subset(256, seed=0)
-        return cache["d"]
+    def get(arch):
+        name = workbench.zoo.dataset_of(arch)
+        if name not in cache:
+            cache[name] = workbench.data.load(name, "train").subset(256, seed=0)
+        return cache[name]
     return get
 
 
 def apply(cls, model, train_data):
-    return cls().apply(model, train_data() if cls.needs_data else None)
+    """The method at its smoke settings (defaults otherwise), with data if it needs some."""
+    data = train_data(workbench.models.name_of(model)) if cls.needs_data else None
+    return cls(**cls.smoke).apply(model, data)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method_id, cls", METHOD_ITEMS, ids=METHOD_IDS)
+@pytest.mark.parametrize("method_id, cls, arch", contract_cases())
 def test_method_contract(method_id, cls, arch, train_data):
     model = untrained(arch, seed=11)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -112,6 +120,9 @@ def test_method_is_a_dataclass_with_defaults(method_id, cls):
     assert cls(**method.params()) == method
     assert cls.reference, "every method cites its source"
     assert set(cls.sliders) <= {f.name for f in dataclasses.fields(cls)}
+    assert set(cls.smoke) <= {f.name for f in dataclasses.fields(cls)}
+    assert cls.archs and set(cls.archs) <= set(workbench.models.ARCHITECTURES)
+    cls(**cls.smoke)   # the smoke settings are valid
 
 
 def slider_cases():

@@ -10,7 +10,7 @@ from .prune import Magnitude
 
 __version__ = "0.1.0"
 
-METHODS: dict[str, type[Method]] = {cls.id: cls for cls in (Magnitude,)}
+METHODS: dict[str, type[Method]] = {cls.id: cls for cls in prune.METHODS}
 
 __all__ = ["METHODS", "Magnitude", "Method", "Report", "codec", "data", "measure", "models",
            "prune", "report", "train", "zoo"]

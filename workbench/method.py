@@ -22,7 +22,12 @@ class Method:
     reference: ClassVar[str] = ""
     # field -> (low, high, step): the ranges a notebook slider may set
     sliders: ClassVar[dict[str, tuple[float, float, float]]] = {}
-    needs_data: ClassVar[bool] = False
+    needs_data: ClassVar[bool] = False     # apply() needs the training set (it trains/samples)
+    # The zoo architectures the method applies to (e.g. Winograd needs 3x3 convolutions).
+    archs: ClassVar[tuple[str, ...]] = ("lenet300", "lenet5", "vgg_small", "resnet20")
+    # Hyperparameters that make apply() take about a second on a few hundred images: used by
+    # the contract test and by smoke runs of the notebooks. Never the defaults of a lesson.
+    smoke: ClassVar[dict] = {}
 
     def __post_init__(self):
         self.validate()

@@ -96,3 +96,6 @@ class Magnitude(Method):
             # An already pruned layer gets its new mask combined with the old (PruningContainer).
             prune.custom_from_mask(module, "weight", masks[name])
         return pruned
+
+
+METHODS = (Magnitude,)

@@ -107,3 +107,32 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     smaller = models.build(models.name_of(model), **config)
     smaller.load_state_dict(state)
     return smaller.train(model.training)
+
+
+@torch.no_grad()
+def layer_io(model: nn.Module, data, names: list[str], images: int = 1024,
+             batch_size: int = 256, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """Inputs and outputs of the named layers on ``images`` examples of ``data`` (eval mode).
+
+    Returns ``{name: {"input": tensor, "output": tensor}}``, concatenated over batches. The
+    examples are a stratified subset drawn with ``seed``, so methods that sample feature maps
+    are deterministic.
+    """
+    sample = data.subset(min(images, len(data)), seed=seed)
+    records = {n: {"input": [], "output": []} for n in names}
+    handles = []
+    for n in names:
+        def hook(module, inputs, output, n=n):
+            records[n]["input"].append(inputs[0].detach())
+            records[n]["output"].append(output.detach())
+        handles.append(model.get_submodule(n).register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for x, _ in sample.loader(batch_size):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: {k: torch.cat(v) for k, v in r.items()} for n, r in records.items()}
