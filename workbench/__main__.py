@@ -19,10 +19,23 @@ def _bench(args) -> None:
     from . import bench
     rows = bench.run(args.target, smoke=args.smoke)
     from .measure import format_table
-    print(format_table(rows))
+    for columns in _same_columns(rows):
+        print(format_table(columns))
+        print()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def _same_columns(rows: list[dict]) -> list[list[dict]]:
+    """Rows grouped into consecutive runs with the same columns, one table each."""
+    groups = []
+    for row in rows:
+        if groups and list(groups[-1][0]) == list(row):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def _survey(args) -> None:
@@ -47,7 +60,7 @@ def main(argv=None) -> None:
     p.set_defaults(run=_zoo)
 
     p = sub.add_parser("bench", help="measured figures for an issue's targets")
-    p.add_argument("target", choices=["widgets"])
+    p.add_argument("target", help="widgets | pruning | a single module, e.g. pruning_dns")
     p.add_argument("--smoke", action="store_true", help="fewer repetitions")
     p.add_argument("--json", help="also write the rows as JSON to this path")
     p.set_defaults(run=_bench)
@@ -55,7 +68,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.command == "zoo" and args.action == "train" and not args.name:
         parser.error("zoo train needs a NAME: lenet300, lenet5, vgg_small, resnet20")
-    args.run(args)
+    try:
+        args.run(args)
+    except ValueError as err:      # a bad name or setting: say what is allowed, no traceback
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,4 @@
-"""Benchmarks that print the figures behind an issue's speed and size targets.
-
-``python -m workbench bench widgets``: how long one slider move of ``explore`` takes, from the
+"""``python -m workbench bench widgets``: how long one slider move of ``explore`` takes, from the
 slider's new value to the redrawn table and plot (the whole ipywidgets callback), for
 prune.magnitude on LeNet-300-100 with 2,000 test images. Target: p95 under 0.5 s.
 """
@@ -15,11 +13,11 @@ import numpy as np
 import torch
 
 
-def widgets(smoke: bool = False) -> list[dict]:
+def rows(smoke: bool = False) -> list[dict]:
     matplotlib.use("Agg")   # headless: the figure is drawn, then closed, as in a notebook
-    from . import data, zoo
-    from .prune import Magnitude
-    from .widgets import explore
+    from .. import data, zoo
+    from ..prune import Magnitude
+    from ..widgets import explore
 
     test = data.mnist("test").subset(2000, seed=0)
     widget = explore(Magnitude, zoo.pretrained("lenet300"), test, name="lenet300")
@@ -36,12 +34,3 @@ def widgets(smoke: bool = False) -> list[dict]:
              "updates": len(seconds), "p50_s": round(statistics.median(seconds), 4),
              "p95_s": round(p95, 4), "max_s": round(seconds[-1], 4), "target_p95_s": 0.5,
              "met": p95 < 0.5, "threads": torch.get_num_threads()}]
-
-
-TARGETS = {"widgets": widgets}
-
-
-def run(target: str, smoke: bool = False) -> list[dict]:
-    if target not in TARGETS:
-        raise ValueError(f"unknown bench {target!r}; allowed: {sorted(TARGETS)}")
-    return TARGETS[target](smoke=smoke)

@@ -1,0 +1,27 @@
+"""Benchmarks that print the figures behind an issue's speed and size targets.
+
+``python -m workbench bench NAME`` runs ``rows(smoke)`` of module ``NAME`` in this package, or
+of every module ``NAME_*`` (``bench pruning`` runs ``pruning_iterative``, ``pruning_dns`` ...).
+Each row holds the measured figure beside its target, so the table and the JSON say both.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+
+def available() -> list[str]:
+    names = [m.name for m in pkgutil.iter_modules(__path__)]
+    groups = {n.split("_")[0] for n in names if "_" in n}
+    return sorted(set(names) | groups)
+
+
+def run(target: str, smoke: bool = False) -> list[dict]:
+    names = [m.name for m in pkgutil.iter_modules(__path__)]
+    chosen = [n for n in names if n == target or n.startswith(target + "_")]
+    if not chosen:
+        raise ValueError(f"unknown bench {target!r}; allowed: {', '.join(available())}")
+    rows = []
+    for name in sorted(chosen):
+        rows += importlib.import_module(f"{__name__}.{name}").rows(smoke=smoke)
+    return rows
