@@ -90,6 +90,7 @@ def pretrained(name: str, train_if_missing: bool = False) -> torch.nn.Module:
 
 def train(name: str, epochs: int | None = None, progress: bool = True) -> torch.nn.Module:
     """Train ``name`` with its recipe, save it and record it in the manifest."""
+    dataset_of(name)                      # unknown names: a ValueError listing the known ones
     recipe = RECIPES[name]
     if epochs is not None:
         recipe = Recipe(**{**asdict(recipe), "epochs": epochs})
