@@ -57,6 +57,7 @@ class Magnitude(Method):
     quality: float = 1.0
     by: str = "sparsity"            # which of the three knobs sets the threshold
     scope: str = "layer"            # "layer" | "global"
+    layers: tuple[str, ...] | None = None   # prune only these layers (None: every layer)
 
     def validate(self):
         self._check_choice("by", ("sparsity", "threshold", "quality"))
@@ -64,13 +65,24 @@ class Magnitude(Method):
         self._check_range("sparsity", 0.0, 1.0)
         self._check_range("threshold", 0.0, float("inf"))
         self._check_range("quality", 0.0, float("inf"))
+        if self.layers is not None and (isinstance(self.layers, str) or not all(
+                isinstance(n, str) for n in self.layers)):
+            raise ValueError(f"Magnitude.layers={self.layers!r}: allowed is None or a tuple "
+                             "of layer names, e.g. ('net.1',)")
 
     def settings(self) -> dict:
-        return {self.by: getattr(self, self.by), "scope": self.scope}
+        chosen = {"layers": list(self.layers)} if self.layers is not None else {}
+        return {self.by: getattr(self, self.by), "scope": self.scope, **chosen}
 
     def masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Layer name -> mask, computed from the (effective) weights of ``model``."""
         layers = prunable_layers(model)
+        if self.layers is not None:
+            unknown = set(self.layers) - {n for n, _ in layers}
+            if unknown:
+                raise ValueError(f"unknown layers {sorted(unknown)}; prunable layers: "
+                                 f"{[n for n, _ in layers]}")
+            layers = [(n, m) for n, m in layers if n in self.layers]
         weights = {name: m.weight.detach() for name, m in layers}
         if self.by == "sparsity" and self.scope == "layer":
             return {n: magnitude_mask(w, self.sparsity) for n, w in weights.items()}
@@ -93,9 +105,27 @@ class Magnitude(Method):
         pruned = clone_model(model)
         masks = self.masks(pruned)
         for name, module in prunable_layers(pruned):
-            # An already pruned layer gets its new mask combined with the old (PruningContainer).
-            prune.custom_from_mask(module, "weight", masks[name])
+            if name in masks:
+                # An already pruned layer gets its mask combined with the old (PruningContainer).
+                prune.custom_from_mask(module, "weight", masks[name])
         return pruned
+
+
+def layer_sensitivity(model: nn.Module, data, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99),
+                      ) -> list[dict]:
+    """Accuracy when one layer alone is pruned to each sparsity (Han et al. 2015, Fig. 6).
+
+    The scan behind per-layer sparsity choices: layers whose accuracy holds up can be pruned
+    harder. One row per (layer, sparsity).
+    """
+    from ..train import evaluate
+    rows = []
+    for name, layer in prunable_layers(model):
+        for s in sparsities:
+            pruned = Magnitude(sparsity=s, layers=(name,)).apply(model)
+            rows.append({"layer": name, "weights": layer.weight.numel(), "sparsity": s,
+                         "accuracy": round(evaluate(pruned, data), 4)})
+    return rows
 
 
 METHODS = (Magnitude,)
