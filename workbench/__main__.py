@@ -40,7 +40,7 @@ def _same_columns(rows: list[dict]) -> list[list[dict]]:
 
 def _survey(args) -> None:
     from . import survey
-    survey.main(out_dir=args.out, smoke=args.smoke)
+    survey.main(out_dir=args.out, smoke=args.smoke, all_models=args.all_models)
 
 
 def main(argv=None) -> None:
@@ -49,7 +49,10 @@ def main(argv=None) -> None:
 
     p = sub.add_parser("survey", help="every method at its defaults, the zoo, what is missing")
     p.add_argument("--out", default="survey", help="folder for survey.md, survey.html, plots")
-    p.add_argument("--smoke", action="store_true", help="small test subsets (seconds)")
+    p.add_argument("--smoke", action="store_true",
+                   help="small subsets and each method's smoke settings (a few minutes)")
+    p.add_argument("--all-models", action="store_true",
+                   help="every method on every zoo model it applies to, not only the first")
     p.set_defaults(run=_survey)
 
     p = sub.add_parser("zoo", help="list or train the model zoo")

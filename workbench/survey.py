@@ -1,14 +1,17 @@
 """``python -m workbench survey``: the zoo, every method at its defaults, and what is missing.
 
 Writes ``survey.md``, ``survey.html`` (plots embedded), ``survey.json`` and ``sweep.png`` into
-the output folder and prints the Markdown. ``--smoke`` uses 1,000 test images, fewer sweep
-points and no latency, so it runs in seconds.
+the output folder and prints the Markdown. Methods that retrain take minutes each at their
+default settings, so the full survey takes a while (progress goes to stderr); ``--smoke`` uses
+1,000 test images, each method's smoke settings, fewer sweep points and no latency.
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
+import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -34,23 +37,36 @@ def zoo_rows(test_sets, latency: bool) -> tuple[list[dict], dict]:
     return rows, reports
 
 
-def method_rows(test_sets, base_reports, latency: bool) -> list[dict]:
-    """Every method in METHODS at its default settings on every zoo model."""
+def method_rows(test_sets, base_reports, latency: bool, smoke: bool,
+                all_models: bool) -> list[dict]:
+    """Every method in METHODS at its default settings (smoke: its ``smoke`` settings and a
+    2,000-image training subset) on its reference model, the first of its ``archs`` that has a
+    checkpoint (``all_models``: on every one)."""
     rows = []
     for method_id, cls in METHODS.items():
-        method = cls()
-        for name, base in base_reports.items():
+        method = cls(**cls.smoke) if smoke else cls()
+        names = [a for a in cls.archs if a in base_reports]
+        for name in names if all_models else names[:1]:
+            start = time.perf_counter()
+            base = base_reports[name]
             test = test_sets[zoo.dataset_of(name)]
-            train = data.load(zoo.dataset_of(name), "train") if cls.needs_data else None
+            train = None
+            if cls.needs_data:
+                train = data.load(zoo.dataset_of(name), "train")
+                train = train.subset(2000, seed=0) if smoke else train
             compressed = method.apply(zoo.pretrained(name), train)
             r = report(compressed, test, f"{method_id} on {name}", latency=latency)
             ratios = r.compare(base)
+            seconds = round(time.perf_counter() - start, 1)
+            print(f"survey: {method_id} on {name}: accuracy {r.accuracy} "
+                  f"({seconds} s)", file=sys.stderr)
             rows.append({"method": method_id, "model": name, "settings": method.settings(),
                          "accuracy": r.accuracy, "base_accuracy": base.accuracy,
                          "nonzeros_x": ratios["nonzeros_x"], "bytes": r.bytes,
                          "bytes_x": ratios["bytes_x"], "gzip_bytes_x": ratios["gzip_bytes_x"],
                          "effective_macs_x": ratios["effective_macs_x"],
-                         "latency_b64_x": ratios["latency_b64_x"]})
+                         "latency_b64_x": ratios["latency_b64_x"], "seconds": seconds,
+                         "paper_target": catalogue.by_id(method_id).paper_target})
     return rows
 
 
@@ -73,7 +89,7 @@ def missing_rows() -> list[dict]:
              "reference": e.reference} for e in catalogue.missing(METHODS)]
 
 
-def main(out_dir: str = "survey", smoke: bool = False) -> dict:
+def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .plots import sweep_plot
@@ -84,7 +100,8 @@ def main(out_dir: str = "survey", smoke: bool = False) -> dict:
     if smoke:
         test_sets = {k: v.subset(1000, seed=0) for k, v in test_sets.items()}
     zoo_table, base_reports = zoo_rows(test_sets, latency=not smoke)
-    methods_table = method_rows(test_sets, base_reports, latency=not smoke)
+    methods_table = method_rows(test_sets, base_reports, latency=not smoke, smoke=smoke,
+                                all_models=all_models)
     curves = sweep(test_sets, SWEEP[::3] + [0.99] if smoke else SWEEP)
     missing = missing_rows()
 
@@ -99,7 +116,8 @@ def main(out_dir: str = "survey", smoke: bool = False) -> dict:
         ("Model zoo", f"Accuracy on {images}; bytes are the real encoded file; MACs per image; "
                       f"latency in ms on {zoo_table[0]['threads'] if zoo_table else '-'} threads.",
          zoo_table),
-        ("Methods at their default settings", "Ratios are x smaller / fewer than the base model.",
+        ("Methods at their " + ("smoke" if smoke else "default") + " settings",
+         "On each method's reference model; ratios are x smaller / fewer than the base model.",
          [{**r, "settings": json.dumps(r["settings"])} for r in methods_table]),
         ("Magnitude pruning sweep", "Test error of one-shot magnitude pruning (no retraining) "
                                     "against Han et al. 2015's pruned-and-retrained points.",
