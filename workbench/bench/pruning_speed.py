@@ -9,7 +9,7 @@ Two matrix products, timed at weight sparsity 0 to 0.99 (magnitude pruning), eac
 
 Cases: LeNet-300-100's first layer (300 x 784, the zoo's trained weights when there, so the
 sparsity pattern is the real one) on a batch of 64; and a VGG-small 3x3 convolution (64 -> 64
-channels on 16 x 16, the third conv) as its im2col matmul, (64 x 576) @ (576 x 256) per image
+channels on 16 x 16, the fourth conv) as its im2col matmul, (64 x 576) @ (576 x 256) per image
 (only the matmul is timed: the im2col unfold is the same for both).
 
 Times are per call, from torch.utils.benchmark (``blocked_autorange``) at 1 and 2 threads, the
@@ -53,7 +53,7 @@ def vgg_conv_im2col(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(W 64x576, im2col columns 576x256 of one 64 x 16 x 16 feature map, where W came from)."""
     from .. import zoo
     if "vgg_small" in zoo.manifest():
-        conv = zoo.pretrained("vgg_small").features[7]
+        conv = zoo.pretrained("vgg_small").features[10]          # 64 -> 64 at 16 x 16
         weight, source = conv.weight.detach().reshape(conv.out_channels, -1).clone(), "zoo"
     else:
         g = torch.Generator().manual_seed(seed)
