@@ -356,11 +356,13 @@ class _Reconstruction(Method):
         return current.train(model.training)
 
     def sample(self, current, reference, group, data, index) -> LayerSample:
-        name = group.consumer
-        inputs = layer_io(current, data, [name], self.images, seed=self.seed)[name]["input"]
-        outputs = layer_io(reference, data, [name], self.images, seed=self.seed)[name]["output"]
-        labels = data.subset(min(self.images, len(data)), seed=self.seed).labels
-        layer = current.get_submodule(name)
+        name, layer = group.consumer, current.get_submodule(group.consumer)
+        # A Linear consumer sees one "position" per image: it gets ``positions`` times as many
+        # images, so that its regression has as many rows as a convolution's.
+        images = self.images * (self.positions if isinstance(layer, nn.Linear) else 1)
+        inputs = layer_io(current, data, [name], images, seed=self.seed)[name]["input"]
+        outputs = layer_io(reference, data, [name], images, seed=self.seed)[name]["output"]
+        labels = data.subset(min(images, len(data)), seed=self.seed).labels
         generator = torch.Generator().manual_seed(self.seed * 1009 + index)
         patches, targets = regression_samples(layer, group, inputs, outputs, self.positions,
                                               generator)
