@@ -169,16 +169,15 @@ def tiny_correlated():
 
 def test_reconstruct_weights_is_lstsq_and_beats_removal_on_held_out_maps():
     conv, x, g = tiny_correlated()
-    patches, y, _, _ = sampled(conv, x, g, positions=12)
-    targets = torch.einsum("mck,ock->mo", patches, rc.weight_per_channel(conv, 5)) + conv.bias
-    targets = targets.detach()
+    patches, _, _, _ = sampled(conv, x, g, positions=12)
     keep, w0 = [0, 2, 3, 4], rc.weight_per_channel(conv, 5)
+    targets = (torch.einsum("mck,ock->mo", patches, w0) + conv.bias).detach()
     weight, bias = rc.reconstruct_weights(patches, targets, keep, w0, conv.bias.detach())
     a = torch.cat([patches[:, keep].reshape(len(patches), -1), torch.ones(len(patches), 1)], 1)
     oracle = torch.linalg.lstsq(a.double(), targets.double()).solution.float().T
     torch.testing.assert_close(weight.reshape(3, -1), oracle[:, :-1], atol=1e-4, rtol=1e-4)
-    # Channel 1 mostly copies channel 0, so refitting recovers most of what was lost.
     torch.testing.assert_close(bias, oracle[:, -1], atol=1e-4, rtol=1e-4)
+    # Channel 1 mostly copies channel 0, so refitting recovers most of what was lost.
     naive = held_out_error(conv, keep, w0[:, keep], conv.bias.detach())
     assert held_out_error(conv, keep, weight, bias) < 0.2 * naive
     # A huge ridge pulls the solution back onto the original weights.

@@ -15,9 +15,11 @@ import time
 
 import torch
 
-# At a budget of b per group, a chain of convs (VGG) keeps about b^2 of its MACs (both the
-# inputs and the outputs of a middle layer shrink); a ResNet's inner channels about b.
-BUDGETS = {"vgg_small": 0.7, "resnet20": 0.65, "lenet5": 0.5}
+# The fraction of channels kept in every group, chosen for about 35% fewer MACs (the issue's
+# target is 30%): a chain of convs (VGG) keeps about b^2 of its MACs, since both the inputs
+# and the outputs of a middle layer shrink; ResNet-20, pruned inside its blocks only, about b.
+# He et al.'s 2x is keep=0.7 on vgg_small: model_rows("vgg_small", keep=0.7).
+BUDGETS = {"vgg_small": 0.8, "resnet20": 0.65, "lenet5": 0.5}
 THREADS = 1
 
 
@@ -31,6 +33,17 @@ def l1_filter_keep(model, keep: float) -> dict:
     return chosen
 
 
+def latency_ratio(base, pruned, batch: int, rounds: int = 3) -> float:
+    """How many times faster ``pruned`` runs than ``base``: the two timed alternately
+    ``rounds`` times and the fastest of each kept, since other work on a shared machine
+    only ever adds time."""
+    from ..measure import latency_ms
+    shape = tuple(base.input_shape)
+    times = [(latency_ms(base, shape, batch, THREADS), latency_ms(pruned, shape, batch, THREADS))
+             for _ in range(rounds)]
+    return min(t[0] for t in times) / min(t[1] for t in times)
+
+
 def pick_model(smoke: bool) -> str:
     from .. import zoo
     if smoke:
@@ -42,7 +55,7 @@ def rows(smoke: bool = False) -> list[dict]:
     return model_rows(pick_model(smoke), smoke)
 
 
-def model_rows(name: str, smoke: bool = False) -> list[dict]:
+def model_rows(name: str, smoke: bool = False, keep: float | None = None) -> list[dict]:
     """The comparison on zoo model ``name`` (e.g. "resnet20" for the residual case)."""
     from .. import data, measure, zoo
     from ..prune.reconstruct import DCP, ChannelLasso, ThiNet
@@ -53,7 +66,7 @@ def model_rows(name: str, smoke: bool = False) -> list[dict]:
     train, test = data.load(dataset, "train"), data.load(dataset, "test")
     if smoke:   # seconds: few images, a fine-tune of a few steps
         train, test = train.subset(512, seed=0), test.subset(500, seed=0)
-    keep = BUDGETS[name]
+    keep = keep or BUDGETS[name]
     sample = {"images": 64, "positions": 4} if smoke else {}
     methods = {
         "naive L1 filters": None,
@@ -65,7 +78,7 @@ def model_rows(name: str, smoke: bool = False) -> list[dict]:
     recipe = Recipe(epochs=1, lr=0.01, batch_size=128, weight_decay=5e-4, schedule="cosine",
                     augment=dataset == "cifar10", seed=0)
     base = zoo.pretrained(name)
-    base_report = measure.report(base, test, name=name, threads=THREADS)
+    base_report = measure.report(base, test, name=name, latency=False)
     out = []
     for label, method in methods.items():
         start = time.time()
@@ -74,9 +87,9 @@ def model_rows(name: str, smoke: bool = False) -> list[dict]:
         seconds = time.time() - start
         before = evaluate(pruned, test)
         fit(pruned, train, recipe, progress=False)
-        after = measure.report(pruned, test, name=label, threads=THREADS)
+        after = measure.report(pruned, test, name=label, latency=False)
         macs_x = base_report.macs / after.macs
-        latency_x = base_report.latency_ms_b64 / after.latency_ms_b64
+        latency_x = latency_ratio(base, pruned, 64, 1 if smoke else 3)
         out.append({
             "bench": f"channel pruning, {name}, same budget",
             "method": label, "keep": keep, "prune_s": round(seconds, 1),
@@ -84,7 +97,7 @@ def model_rows(name: str, smoke: bool = False) -> list[dict]:
             "acc_finetuned": after.accuracy,
             "loss_points": round(100 * (base_report.accuracy - after.accuracy), 2),
             "macs_x": round(macs_x, 2),
-            "latency_b1_x": round(base_report.latency_ms_b1 / after.latency_ms_b1, 2),
+            "latency_b1_x": round(latency_ratio(base, pruned, 1, 1 if smoke else 3), 2),
             "latency_b64_x": round(latency_x, 2),
             "latency_within_25pct": abs(latency_x / macs_x - 1) <= 0.25,
             "target": ">=1.43x MACs, <=1 pt loss after fine-tune",

@@ -394,7 +394,7 @@ class ChannelLasso(_Reconstruction):
     reference = ("He, Zhang, Sun 2017, Channel Pruning for Accelerating Very Deep Neural "
                  "Networks")
 
-    ridge: float = 0.01        # least squares pulled this much toward the original weights
+    ridge: float = 0.1         # least squares pulled this much toward the original weights
 
     def validate(self):
         super().validate()
@@ -435,7 +435,7 @@ class DCP(_Reconstruction):
              "keep": 0.3}
 
     images: int = 300
-    ridge: float = 0.01           # as ChannelLasso's, in each least-squares solve
+    ridge: float = 0.1            # as ChannelLasso's, in each least-squares solve
     discrimination: float = 1.0   # weight of the auxiliary classifier's loss (the paper's 1)
     aux_images: int = 128         # images on which the discriminative loss is computed
     head_epochs: int = 5          # training of each auxiliary head (train.fit)
