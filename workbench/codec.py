@@ -15,10 +15,18 @@ A tensor format is a pair of functions in ``FORMATS``:
   order (CSR) or column order (CSC) of the tensor viewed as a matrix, each with the *gap* to
   the previous one in ``index_bits`` bits; a gap too long for the bits is bridged by filler
   zeros.
+- ``codebook``: a tensor of few distinct values (weight sharing) as its sorted distinct values
+  and each element's index, packed in base k (``radix_group``: any k, not only powers of two);
+- ``sparse_codebook``: both of the above, Deep Compression's pruned-and-shared layer;
+- ``pow2``: values 0 or +-2^e as one symbol each (zero, or sign and exponent), packed in base k;
+- ``affine`` (hinted): integers of b bits with a scale and zero point per channel, the form of
+  8-bit quantization; used only when the layer's quantizer describes the tensor through
+  ``codec_hint()`` and the round trip is bit-exact.
 
 ``encode`` stores every tensor in the smallest of the formats allowed (and for ``sparse_rel``
-the best bit-width and order), so the bytes of a pruned model are the real length of the best
-file. Later families add their formats (packed codebook indices, Huffman) to ``FORMATS``.
+the best bit-width and order), so the bytes of a compressed model are the real length of the
+best file. Float values are stored exactly: in two bytes when every value is a float16 or
+bfloat16 number. Families add their own formats with ``register_format``.
 
 Reversible compression (pruning masks, fake quantization) is folded into plain weights before
 encoding, so ``decode(encode(m))`` is a plain network with the same outputs as ``m``.
@@ -33,7 +41,7 @@ import zlib
 import numpy as np
 import torch
 
-from . import models
+from . import huffman, models
 
 MAGIC = b"WBNC"
 VERSION = 1
@@ -111,30 +119,38 @@ def relative_gaps(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndar
     return stored, is_filler
 
 
-def _sparse_rel_cost(positions: np.ndarray, bits: int, value_bytes: int) -> int:
+def _sparse_rel_cost(positions: np.ndarray, bits: int, value_bits: float) -> float:
     gaps = np.diff(positions, prepend=-1) - 1
     entries = len(positions) + int((gaps >> bits).sum())
-    return -(-entries * bits // 8) + entries * value_bytes
+    return -(-entries * bits // 8) + entries * value_bits / 8
 
 
-def _encode_sparse_rel(tensor: torch.Tensor, dtype: str | None = None, order: str | None = None,
-                       index_bits: int | None = None) -> tuple[bytes, dict]:
-    """Unless given, the order (row / col) and bit-width are those of the smallest file."""
-    value_bytes = torch.empty(0, dtype=getattr(torch, dtype) if dtype else tensor.dtype
-                              ).element_size()
+def sparse_entries(tensor: torch.Tensor, value_bits: float, order: str | None = None,
+                   index_bits: int | None = None) -> tuple[str, int, np.ndarray, torch.Tensor]:
+    """(order, index bits, stored gaps, entry values) of the smallest relative-index layout
+    when a value costs ``value_bits``; fillers' values are zero. Unless given, the order
+    (row / col) and bit-width are those of the smallest file."""
     flats = {o: as_matrix(tensor.detach(), o).flatten() for o in ([order] if order else ["row", "col"])}
     positions = {o: f.nonzero().flatten().numpy() for o, f in flats.items()}
     choices = [(o, b) for o in flats for b in ([index_bits] if index_bits else range(1, 17))]
     order, index_bits = min(choices, key=lambda c: _sparse_rel_cost(positions[c[0]], c[1],
-                                                                       value_bytes))
+                                                                       value_bits))
     flat, where = flats[order], positions[order]
     stored, is_filler = relative_gaps(where, index_bits)
     values = torch.zeros(len(stored), dtype=flat.dtype)
     values[torch.from_numpy(~is_filler)] = flat[torch.from_numpy(where)]
+    return order, index_bits, stored, values
+
+
+def _encode_sparse_rel(tensor: torch.Tensor, dtype: str | None = None, order: str | None = None,
+                       index_bits: int | None = None) -> tuple[bytes, dict]:
+    value_bytes = torch.empty(0, dtype=getattr(torch, dtype) if dtype else tensor.dtype
+                              ).element_size()
+    order, index_bits, stored, values = sparse_entries(tensor, 8 * value_bytes, order, index_bits)
     indices = pack_bits(stored, index_bits)
     payload = indices + _encode_dense(values, dtype)[0]
     return payload, {"order": order, "index_bits": index_bits, "entries": len(stored),
-                     "index_nbytes": len(indices), "fillers": int(is_filler.sum())}
+                     "index_nbytes": len(indices), "fillers": int((values == 0).sum())}
 
 
 def _decode_sparse_rel(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
@@ -173,12 +189,263 @@ def _decode_csr32(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor
     return matrix.reshape(shape)
 
 
+# -- few distinct values: a codebook and packed indices (weight sharing, powers of two, ...)
+
+def radix_group(k: int) -> tuple[int, int]:
+    """(digits per group, bits per group) that pack base-``k`` digits most tightly.
+
+    ``g`` digits of ``k`` symbols take ``ceil(g * log2 k)`` bits when stored as one number
+    ``d0 + d1 k + d2 k^2 ...``. For a power of two that is exactly log2 k bits a digit; for
+    k = 3 five digits fit one byte (1.6 bits each, not 2), for k = 5 three fit 7 bits.
+    Groups are kept within 32 bits.
+    """
+    if k <= 1:
+        return 1, 1
+    best = None
+    for g in range(1, 33):
+        bits = int(np.ceil(g * np.log2(k) - 1e-9))
+        if bits > 32:
+            break
+        if best is None or bits * best[0] < best[1] * g:
+            best = g, bits
+    return best
+
+
+def pack_symbols(symbols: np.ndarray, k: int) -> bytes:
+    """Pack integers in [0, k) with ``radix_group(k)`` (see there)."""
+    g, bits = radix_group(k)
+    padded = np.zeros(-(-len(symbols) // g) * g, dtype=np.uint64)
+    padded[:len(symbols)] = symbols
+    weights = np.uint64(k) ** np.arange(g, dtype=np.uint64)
+    return pack_bits((padded.reshape(-1, g) * weights).sum(axis=1), bits)
+
+
+def unpack_symbols(data: bytes, k: int, count: int) -> np.ndarray:
+    g, bits = radix_group(k)
+    groups = unpack_bits(data, bits, -(-count // g)).astype(np.uint64)
+    if len(groups) and int(groups.max()) >= k ** g:
+        raise CodecError(f"corrupt packed indices: a group of {g} indices reads "
+                         f"{int(groups.max())}, beyond the {k}**{g} possible")
+    digits = (groups[:, None] // (np.uint64(k) ** np.arange(g, dtype=np.uint64))) % np.uint64(k)
+    return digits.ravel()[:count].astype(np.int64)
+
+
+def narrowest_float(tensor: torch.Tensor) -> str | None:
+    """"float16" or "bfloat16" if every value of a float32 tensor survives that type exactly."""
+    if tensor.dtype != torch.float32:
+        return None
+    for name in ("float16", "bfloat16"):
+        if torch.equal(tensor.to(getattr(torch, name)).float(), tensor):
+            return name
+    return None
+
+
+def _encode_codebook(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+    """The distinct values (the codebook) then each element's index, radix-packed."""
+    codebook, indices = torch.unique(tensor.detach().flatten(), return_inverse=True)
+    value_dtype = dtype or narrowest_float(codebook)
+    values = _encode_dense(codebook, value_dtype)[0]
+    meta = {"k": len(codebook), "codebook_nbytes": len(values)}
+    if value_dtype:
+        meta["stored_dtype"] = value_dtype
+    return values + pack_symbols(indices.numpy(), len(codebook)), meta
+
+
+def _decode_codebook(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
+    k, head = meta["k"], meta["codebook_nbytes"]
+    codebook = _decode_dense(payload[:head], [k], dtype, meta)
+    count = int(np.prod(shape, dtype=np.int64))
+    return codebook[torch.from_numpy(unpack_symbols(payload[head:], k, count))].reshape(shape)
+
+
+def _encode_pow2(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+    """0 or +-2^e: each element one symbol (zero, or sign and exponent), radix-packed."""
+    flat = tensor.detach().flatten()
+    mantissa, exponent = torch.frexp(flat)
+    nonzero = flat != 0
+    if not bool((mantissa[nonzero].abs() == 0.5).all()):
+        raise ValueError("not all values are 0 or a power of two")
+    low = int(exponent[nonzero].min()) if nonzero.any() else 0
+    span = int(exponent[nonzero].max()) - low + 1 if nonzero.any() else 1
+    symbols = torch.zeros_like(exponent)
+    symbols[nonzero] = 1 + (exponent[nonzero] - low) + span * (flat[nonzero] < 0).to(exponent.dtype)
+    return pack_symbols(symbols.numpy(), 1 + 2 * span), {"low_exponent": low, "span": span}
+
+
+def _decode_pow2(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
+    low, span = meta["low_exponent"], meta["span"]
+    count = int(np.prod(shape, dtype=np.int64))
+    symbols = torch.from_numpy(unpack_symbols(payload, 1 + 2 * span, count))
+    exponent = (symbols - 1) % span + low
+    sign = torch.where(symbols > span, -1.0, 1.0)
+    values = torch.where(symbols > 0, sign * torch.ldexp(torch.full_like(sign, 0.5), exponent), 0.0)
+    return values.to(getattr(torch, dtype)).reshape(shape)
+
+
+def _encode_sparse_codebook(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+    """Deep Compression's pruned and shared layer: relative positions as in ``sparse_rel``;
+    each entry (fillers hold an explicit zero) stored as its index into the codebook."""
+    k = len(torch.unique(tensor)) + 1          # the zero of the fillers may be one more value
+    order, index_bits, stored, values = sparse_entries(tensor, float(np.log2(k)))
+    indices = pack_bits(stored, index_bits)
+    packed, value_meta = _encode_codebook(values, dtype)
+    return indices + packed, {"order": order, "index_bits": index_bits, "entries": len(stored),
+                              "index_nbytes": len(indices), "values": value_meta}
+
+
+def _decode_sparse_codebook(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
+    head = meta["index_nbytes"]
+    values = _decode_codebook(payload[head:], [meta["entries"]], dtype, meta["values"])
+    return _decode_sparse_rel(payload[:head] + _encode_dense(values)[0], shape, dtype, meta)
+
+
+# -- formats that need a hint from the layer's quantizer (``codec_hint()``)
+
+def _encode_affine(tensor: torch.Tensor, dtype: str | None = None, hint: dict | None = None
+                   ) -> tuple[bytes, dict]:
+    """Integers ``q`` of ``bits`` bits with a scale and zero point per slice of ``axis``
+    (per channel) or one of each (per tensor): the value is ``(q - zero_point) * scale``."""
+    scale, zero = hint["scale"].detach().float().reshape(-1), hint["zero_point"].reshape(-1)
+    bits, axis = int(hint["bits"]), int(hint.get("axis", 0))
+    view = [1] * tensor.dim()
+    if len(scale) > 1:
+        view[axis] = len(scale)
+    s, z = scale.reshape(view), zero.to(torch.float32).reshape(view)
+    q = torch.round(tensor.detach() / s + z)
+    low = int(q.min())
+    if int(q.max()) - low >= 1 << bits:
+        raise ValueError(f"integers span more than {bits} bits")
+    payload = (_encode_dense(scale)[0] + _encode_dense(zero.to(torch.int32))[0]
+               + pack_bits((q - low).flatten().to(torch.int64).numpy(), bits))
+    return payload, {"bits": bits, "axis": axis, "channels": len(scale), "low": low}
+
+
+def _decode_affine(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
+    c, bits, axis = meta["channels"], meta["bits"], meta["axis"]
+    scale = _decode_dense(payload[:4 * c], [c], "float32", {})
+    zero = _decode_dense(payload[4 * c:8 * c], [c], "int32", {})
+    count = int(np.prod(shape, dtype=np.int64))
+    q = torch.from_numpy(unpack_bits(payload[8 * c:], bits, count).astype(np.int64))
+    view = [1] * len(shape)
+    if c > 1:
+        view[axis] = c
+    q = (q + meta["low"]).to(torch.float32).reshape(shape)
+    # The same expression, in the same order, as the quantizers compute: bit-exact.
+    return ((q - zero.to(torch.float32).reshape(view)) * scale.reshape(view)).to(getattr(torch, dtype))
+
+
+# -- Huffman-coded streams (Deep Compression's third stage): see workbench.huffman
+
+def _huffman_stream(symbols: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
+    """Code table then bit stream; the meta keeps the sizes and the entropy bound beside."""
+    table, stream, bits = huffman.encode(symbols, alphabet)
+    return table + stream, {"alphabet": alphabet, "count": len(symbols), "table_nbytes":
+                            len(table), "stream_bits": bits, "nbytes": len(table) + len(stream),
+                            "entropy_bits": round(huffman.entropy_bits(symbols), 1)}
+
+
+def _read_huffman_stream(payload: bytes, meta: dict) -> np.ndarray:
+    head = meta["table_nbytes"]
+    try:
+        return huffman.decode(payload[:head], payload[head:meta["nbytes"]], meta["count"])
+    except huffman.HuffmanError as err:
+        raise CodecError(str(err)) from err
+
+
+def _encode_huffman_codebook(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+    """A shared layer: the codebook, then each element's index Huffman-coded."""
+    codebook, indices = torch.unique(tensor.detach().flatten(), return_inverse=True)
+    value_dtype = dtype or narrowest_float(codebook)
+    values = _encode_dense(codebook, value_dtype)[0]
+    stream, stream_meta = _huffman_stream(indices.numpy(), len(codebook))
+    meta = {"k": len(codebook), "codebook_nbytes": len(values), "indices": stream_meta}
+    if value_dtype:
+        meta["stored_dtype"] = value_dtype
+    return values + stream, meta
+
+
+def _decode_huffman_codebook(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
+    head = meta["codebook_nbytes"]
+    codebook = _decode_dense(payload[:head], [meta["k"]], dtype, meta)
+    indices = _read_huffman_stream(payload[head:], meta["indices"])
+    return codebook[torch.from_numpy(indices)].reshape(shape)
+
+
+def _huffman_sparse_cost(tensor: torch.Tensor, order: str, bits: int) -> float:
+    """Entropy of the gap stream and of the value stream of one layout (a close estimate of
+    the Huffman-coded size, used to choose the layout)."""
+    _, _, stored, values = sparse_entries(tensor, 0, order, bits)
+    _, indices = torch.unique(values, return_inverse=True)
+    return huffman.entropy_bits(stored) + huffman.entropy_bits(indices.numpy()) + 8 * (1 << bits)
+
+
+def _encode_huffman_sparse(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+    """Deep Compression's final layer (Han et al. 2016, sec. 4): relative positions and
+    codebook indices of the kept weights, both Huffman-coded, and the codebook."""
+    layout = min(((o, b) for o in ("row", "col") for b in range(2, 11)),
+                 key=lambda ob: _huffman_sparse_cost(tensor, *ob))
+    order, bits, stored, values = sparse_entries(tensor, 0, *layout)
+    codebook, indices = torch.unique(values, return_inverse=True)
+    value_dtype = dtype or narrowest_float(codebook)
+    book = _encode_dense(codebook, value_dtype)[0]
+    gaps, gap_meta = _huffman_stream(stored, 1 << bits)
+    picks, pick_meta = _huffman_stream(indices.numpy(), len(codebook))
+    meta = {"order": order, "index_bits": bits, "entries": len(stored), "k": len(codebook),
+            "codebook_nbytes": len(book), "gaps": gap_meta, "indices": pick_meta}
+    if value_dtype:
+        meta["stored_dtype"] = value_dtype
+    return book + gaps + picks, meta
+
+
+def _decode_huffman_sparse(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
+    head = meta["codebook_nbytes"]
+    codebook = _decode_dense(payload[:head], [meta["k"]], dtype, meta)
+    gaps = _read_huffman_stream(payload[head:], meta["gaps"])
+    picks = _read_huffman_stream(payload[head + meta["gaps"]["nbytes"]:], meta["indices"])
+    values = codebook[torch.from_numpy(picks)]
+    positions = np.cumsum(gaps + 1) - 1
+    template = as_matrix(torch.empty(shape), meta["order"])
+    if len(positions) and positions[-1] >= template.numel():
+        raise CodecError(f"corrupt sparse tensor: index {positions[-1]} beyond {template.numel()}")
+    flat = torch.zeros(template.numel(), dtype=values.dtype)
+    flat[torch.from_numpy(positions)] = values
+    matrix = flat.view(template.shape)
+    return (matrix.t() if meta["order"] == "col" else matrix).reshape(shape)
+
+
 FORMATS = {
     "dense": (_encode_dense, _decode_dense),
     "csr32": (_encode_csr32, _decode_csr32),
     "sparse_rel": (_encode_sparse_rel, _decode_sparse_rel),
+    "codebook": (_encode_codebook, _decode_codebook),
+    "sparse_codebook": (_encode_sparse_codebook, _decode_sparse_codebook),
+    "pow2": (_encode_pow2, _decode_pow2),
+    "affine": (_encode_affine, _decode_affine),
+    "huffman_codebook": (_encode_huffman_codebook, _decode_huffman_codebook),
+    "huffman_sparse": (_encode_huffman_sparse, _decode_huffman_sparse),
 }
-DEFAULT_FORMATS = ("dense", "sparse_rel")
+# Formats that only apply when the layer's quantizer describes the tensor (``codec_hint``).
+HINTED = {"affine"}
+DEFAULT_FORMATS = ("dense", "sparse_rel", "codebook", "sparse_codebook", "pow2", "affine")
+# Entropy coding is Deep Compression's separate last stage: asked for by name, so that the
+# bytes of every earlier stage (pruned, shared) stay comparable with the papers' tables.
+ENTROPY_FORMATS = ("huffman_codebook", "huffman_sparse")
+MAX_CODEBOOK = 1 << 16        # more distinct values than this never beat plain values
+
+
+def register_format(name: str, encoder, decoder, hinted: bool = False) -> None:
+    """Add a tensor format (a family's own compact form, e.g. product quantization).
+
+    ``encoder(tensor, dtype[, hint]) -> (payload, meta)`` raises ValueError when the tensor does
+    not fit the format; ``decoder(payload, shape, dtype, meta)`` must give the same tensor.
+    A hinted format is tried only for tensors whose quantizer returns a hint naming it.
+    """
+    global DEFAULT_FORMATS
+    FORMATS[name] = (encoder, decoder)
+    if hinted:
+        HINTED.add(name)
+    if name not in DEFAULT_FORMATS:
+        DEFAULT_FORMATS = (*DEFAULT_FORMATS, name)
 
 
 def _smallest_possible(name: str, nnz: int, rows: int, value_bytes: int) -> int:
@@ -187,7 +454,20 @@ def _smallest_possible(name: str, nnz: int, rows: int, value_bytes: int) -> int:
         return nnz * (4 + value_bytes) + 4 * (rows + 1)
     if name.startswith("sparse_rel"):
         return nnz * value_bytes + -(-nnz // 8)
+    if name == "sparse_codebook":
+        return -(-nnz // 8)
     return 0
+
+
+def _candidates(tensor: torch.Tensor, formats, hint: dict | None) -> list[str]:
+    if not tensor.is_floating_point() or not tensor.dim():
+        return ["dense"]
+    names = [n for n in formats if n not in HINTED or (hint and hint.get("format") == n)]
+    shared = ("codebook", "sparse_codebook", *ENTROPY_FORMATS)
+    if any(n in names for n in shared) \
+            and len(torch.unique(tensor)) > min(MAX_CODEBOOK, tensor.numel() // 2):
+        names = [n for n in names if n not in shared]
+    return names
 
 
 # ------------------------------------------------------------------ models
@@ -218,45 +498,78 @@ def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in state.items()}
 
 
-def encode_tensor(tensor: torch.Tensor, formats=DEFAULT_FORMATS,
-                  dtype: str | None = None) -> tuple[bytes, dict]:
-    """(payload, header entry) of one tensor in the smallest of ``formats``."""
-    as_dtype = dtype if dtype and tensor.is_floating_point() else None
-    candidates = formats if tensor.is_floating_point() and tensor.dim() else ("dense",)
-    unknown = [name for name in candidates if name not in FORMATS]
+def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
+                  hint: dict | None = None) -> tuple[bytes, dict]:
+    """(payload, header entry) of one tensor in the smallest of ``formats`` that holds it.
+
+    Float values are stored as ``dtype`` if given; otherwise exactly, in 2 bytes when every
+    value is a float16 or bfloat16 number. ``hint``: what the layer's quantizer says of the
+    tensor (its scales, bits ...), needed by the hinted formats.
+    """
+    formats = DEFAULT_FORMATS if formats is None else formats
+    unknown = [name for name in formats if name not in FORMATS]
     if unknown:
         raise ValueError(f"formats {unknown}; allowed: {', '.join(FORMATS)}")
+    tensor = tensor.detach().cpu()
+    as_dtype = (dtype or narrowest_float(tensor)) if tensor.is_floating_point() else None
     nnz, rows = int(tensor.count_nonzero()), as_matrix(tensor, "row").shape[0]
     value_bytes = torch.empty(0, dtype=getattr(torch, as_dtype) if as_dtype else tensor.dtype
                               ).element_size()
     best = None
-    for name in candidates:
+    for name in _candidates(tensor, formats, hint):
         if best and _smallest_possible(name, nnz, rows, value_bytes) >= len(best[0]):
             continue
-        payload, meta = FORMATS[name][0](tensor, as_dtype)
+        encoder, decoder = FORMATS[name]
+        try:
+            payload, meta = (encoder(tensor, as_dtype, hint=hint) if name in HINTED
+                             else encoder(tensor, as_dtype))
+        except ValueError:          # the tensor does not have this format's structure
+            continue
+        if as_dtype and "stored_dtype" not in meta:
+            meta["stored_dtype"] = as_dtype
+        if name in HINTED and not _round_trips(tensor, decoder, payload, meta):
+            continue
         if best is None or len(payload) < len(best[0]):
             best = payload, {"format": name, **meta}
     payload, meta = best
-    if as_dtype:
-        meta["stored_dtype"] = as_dtype
     return payload, {"dtype": str(tensor.dtype).removeprefix("torch."),
                      "shape": list(tensor.shape), "nbytes": len(payload), **meta}
 
 
-def encode(model: torch.nn.Module, dtype: str | None = None,
-           formats: tuple[str, ...] = DEFAULT_FORMATS) -> bytes:
+def _round_trips(tensor, decoder, payload, meta) -> bool:
+    """A hinted format is used only if it gives back exactly the tensor the model computes."""
+    back = decoder(payload, list(tensor.shape), str(tensor.dtype).removeprefix("torch."), meta)
+    return torch.equal(back, tensor)
+
+
+def codec_hints(model: torch.nn.Module) -> dict[str, dict]:
+    """``{tensor name: hint}`` from the parametrizations that define ``codec_hint()``: the
+    last one of a parametrized tensor describes the tensor the module computes."""
+    hints = {}
+    for path, module in model.named_modules():
+        for name, chain in getattr(module, "parametrizations", {}).items():
+            if hasattr(chain[-1], "codec_hint"):
+                hints[f"{path}.{name}".lstrip(".")] = chain[-1].codec_hint()
+    return hints
+
+
+def encode(model: torch.nn.Module, dtype: str | None = None, formats: tuple[str, ...] = None
+           ) -> bytes:
     """Bytes of ``model`` in the workbench format.
 
-    Each tensor is stored in the smallest of ``formats`` (dense for a dense tensor, Deep
-    Compression's relative-index sparse format for a pruned one); floats as ``dtype`` if given.
-    ``formats=("dense",)`` gives the naive file, ``("csr32",)`` plain CSR for comparison.
+    Each tensor is stored in the smallest of ``formats`` (by default every format this
+    workbench has: dense for a dense tensor, Deep Compression's relative-index format for a
+    pruned one, packed indices and a codebook for a shared one ...). Floats are stored as
+    ``dtype`` if given, else exactly. ``formats=("dense",), dtype="float32"`` gives the naive
+    file, ``("csr32",)`` plain CSR for comparison.
     """
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype={dtype!r}; allowed: None (keep each tensor's own) or one of "
                          f"{', '.join(FLOAT_DTYPES)}")
+    hints = codec_hints(model)
     entries, payloads = [], []
     for name, tensor in plain_state_dict(model).items():
-        payload, entry = encode_tensor(tensor, formats, dtype)
+        payload, entry = encode_tensor(tensor, formats, dtype, hints.get(name))
         entries.append({"name": name, **entry})
         payloads.append(payload)
     replaced = [{"path": path, "type": type(m).__name__, "config": m.config}
