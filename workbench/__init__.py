@@ -3,14 +3,15 @@
 ``METHODS`` maps each implemented catalogue id to its method class; ``catalogue.CATALOGUE``
 lists every id of the survey, so what is still missing can be shown.
 """
-from . import codec, data, measure, models, prune, quantize, train, zoo
+from . import codec, data, encode, measure, models, pipeline, prune, quantize, train, zoo
 from .measure import Report, report
 from .method import Method
 from .prune import Magnitude
 
 __version__ = "0.1.0"
 
-METHODS: dict[str, type[Method]] = {cls.id: cls for cls in prune.METHODS + quantize.METHODS}
+METHODS: dict[str, type[Method]] = {
+    cls.id: cls for cls in prune.METHODS + quantize.METHODS + encode.METHODS}
 
-__all__ = ["METHODS", "Magnitude", "Method", "Report", "codec", "data", "measure", "models",
-           "prune", "quantize", "report", "train", "zoo"]
+__all__ = ["METHODS", "Magnitude", "Method", "Report", "codec", "data", "encode", "measure", "models",
+           "pipeline", "prune", "quantize", "report", "train", "zoo"]

@@ -282,11 +282,14 @@ def _decode_pow2(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
     return values.to(getattr(torch, dtype)).reshape(shape)
 
 
-def _encode_sparse_codebook(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+def _encode_sparse_codebook(tensor: torch.Tensor, dtype: str | None = None,
+                            order: str | None = None, index_bits: int | None = None
+                            ) -> tuple[bytes, dict]:
     """Deep Compression's pruned and shared layer: relative positions as in ``sparse_rel``;
     each entry (fillers hold an explicit zero) stored as its index into the codebook."""
     k = len(torch.unique(tensor)) + 1          # the zero of the fillers may be one more value
-    order, index_bits, stored, values = sparse_entries(tensor, float(np.log2(k)))
+    order, index_bits, stored, values = sparse_entries(tensor, float(np.log2(k)), order,
+                                                       index_bits)
     indices = pack_bits(stored, index_bits)
     packed, value_meta = _encode_codebook(values, dtype)
     return indices + packed, {"order": order, "index_bits": index_bits, "entries": len(stored),
@@ -379,10 +382,14 @@ def _huffman_sparse_cost(tensor: torch.Tensor, order: str, bits: int) -> float:
     return huffman.entropy_bits(stored) + huffman.entropy_bits(indices.numpy()) + 8 * (1 << bits)
 
 
-def _encode_huffman_sparse(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes, dict]:
+def _encode_huffman_sparse(tensor: torch.Tensor, dtype: str | None = None,
+                           order: str | None = None, index_bits: int | None = None
+                           ) -> tuple[bytes, dict]:
     """Deep Compression's final layer (Han et al. 2016, sec. 4): relative positions and
-    codebook indices of the kept weights, both Huffman-coded, and the codebook."""
-    layout = min(((o, b) for o in ("row", "col") for b in range(2, 11)),
+    codebook indices of the kept weights, both Huffman-coded, and the codebook. Unless given,
+    the order and the gap alphabet (2**index_bits) are those of the smallest estimate."""
+    layout = min(((o, b) for o in ([order] if order else ["row", "col"])
+                  for b in ([index_bits] if index_bits else range(2, 11))),
                  key=lambda ob: _huffman_sparse_cost(tensor, *ob))
     order, bits, stored, values = sparse_entries(tensor, 0, *layout)
     codebook, indices = torch.unique(values, return_inverse=True)
@@ -498,13 +505,18 @@ def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in state.items()}
 
 
+SPARSE_FORMATS = ("sparse_rel", "sparse_codebook", "huffman_sparse")
+
+
 def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
-                  hint: dict | None = None) -> tuple[bytes, dict]:
+                  hint: dict | None = None, layout: dict | None = None) -> tuple[bytes, dict]:
     """(payload, header entry) of one tensor in the smallest of ``formats`` that holds it.
 
     Float values are stored as ``dtype`` if given; otherwise exactly, in 2 bytes when every
     value is a float16 or bfloat16 number. ``hint``: what the layer's quantizer says of the
-    tensor (its scales, bits ...), needed by the hinted formats.
+    tensor (its scales, bits ...), needed by the hinted formats. ``layout``: a fixed
+    ``order`` ("row" / "col") and ``index_bits`` for the relative-index formats, instead of
+    the best per tensor.
     """
     formats = DEFAULT_FORMATS if formats is None else formats
     unknown = [name for name in formats if name not in FORMATS]
@@ -521,8 +533,12 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
             continue
         encoder, decoder = FORMATS[name]
         try:
-            payload, meta = (encoder(tensor, as_dtype, hint=hint) if name in HINTED
-                             else encoder(tensor, as_dtype))
+            if name in HINTED:
+                payload, meta = encoder(tensor, as_dtype, hint=hint)
+            elif name in SPARSE_FORMATS and layout:
+                payload, meta = encoder(tensor, as_dtype, **layout)
+            else:
+                payload, meta = encoder(tensor, as_dtype)
         except ValueError:          # the tensor does not have this format's structure
             continue
         if as_dtype and "stored_dtype" not in meta:
@@ -557,19 +573,23 @@ def encode(model: torch.nn.Module, dtype: str | None = None, formats: tuple[str,
            ) -> bytes:
     """Bytes of ``model`` in the workbench format.
 
-    Each tensor is stored in the smallest of ``formats`` (by default every format this
-    workbench has: dense for a dense tensor, Deep Compression's relative-index format for a
-    pruned one, packed indices and a codebook for a shared one ...). Floats are stored as
-    ``dtype`` if given, else exactly. ``formats=("dense",), dtype="float32"`` gives the naive
-    file, ``("csr32",)`` plain CSR for comparison.
+    Each tensor is stored in the smallest of ``formats``. By default: the formats an encoding
+    method chose for the model (``model.codec_options``, set by ``encode.sparse`` and
+    ``encode.huffman``), else every format but entropy coding (dense for a dense tensor, Deep
+    Compression's relative-index format for a pruned one, packed indices and a codebook for a
+    shared one ...). Floats are stored as ``dtype`` if given, else exactly.
+    ``formats=("dense",), dtype="float32"`` gives the naive file, ``("csr32",)`` plain CSR.
     """
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype={dtype!r}; allowed: None (keep each tensor's own) or one of "
                          f"{', '.join(FLOAT_DTYPES)}")
+    options = getattr(model, "codec_options", {})
+    formats = formats if formats is not None else options.get("formats", DEFAULT_FORMATS)
     hints = codec_hints(model)
     entries, payloads = [], []
     for name, tensor in plain_state_dict(model).items():
-        payload, entry = encode_tensor(tensor, formats, dtype, hints.get(name))
+        payload, entry = encode_tensor(tensor, formats, dtype, hints.get(name),
+                                       options.get("layout"))
         entries.append({"name": name, **entry})
         payloads.append(payload)
     replaced = [{"path": path, "type": type(m).__name__, "config": m.config}
