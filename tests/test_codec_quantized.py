@@ -92,8 +92,11 @@ def test_pow2_format_stores_sign_and_exponent_only():
         codec._encode_pow2(tensor + 0.3)
 
 
-def test_sparse_codebook_is_deep_compressions_layer():
+@pytest.mark.parametrize("half", [None, torch.bfloat16])
+def test_sparse_codebook_is_deep_compressions_layer(half):
     tensor = shared((300, 784), 16, density=0.08)
+    if half is not None:        # a codebook stored in two bytes
+        tensor = tensor.to(half).float()
     payload, entry, back = round_trip(tensor, ("sparse_codebook",))
     assert torch.equal(back, tensor)
     # smaller than the same positions with fp32 values, and than the dense codebook
@@ -102,7 +105,8 @@ def test_sparse_codebook_is_deep_compressions_layer():
     # bytes by hand: index bits per entry, then the codebook (with the zero) and packed indices
     entries, k = entry["entries"], entry["values"]["k"]
     g, bits = codec.radix_group(k)
-    expected = (-(-entries * entry["index_bits"] // 8) + 4 * k
+    value_bytes = 2 if half is not None else 4
+    expected = (-(-entries * entry["index_bits"] // 8) + value_bytes * k
                 + -(-(-(-entries // g)) * bits // 8))
     assert len(payload) == expected
 

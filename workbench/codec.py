@@ -299,7 +299,10 @@ def _encode_sparse_codebook(tensor: torch.Tensor, dtype: str | None = None,
 def _decode_sparse_codebook(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
     head = meta["index_nbytes"]
     values = _decode_codebook(payload[head:], [meta["entries"]], dtype, meta["values"])
-    return _decode_sparse_rel(payload[:head] + _encode_dense(values)[0], shape, dtype, meta)
+    # the values go back in the tensor's own dtype, not the codebook's stored one
+    positions_meta = {k: v for k, v in meta.items() if k != "stored_dtype"}
+    return _decode_sparse_rel(payload[:head] + _encode_dense(values)[0], shape, dtype,
+                              positions_meta)
 
 
 # -- formats that need a hint from the layer's quantizer (``codec_hint()``)
@@ -382,17 +385,29 @@ def _huffman_sparse_cost(tensor: torch.Tensor, order: str, bits: int) -> float:
     return huffman.entropy_bits(stored) + huffman.entropy_bits(indices.numpy()) + 8 * (1 << bits)
 
 
+def deep_compression_streams(tensor: torch.Tensor, order: str | None = None,
+                             index_bits: int | None = None) -> dict:
+    """The two symbol streams Deep Compression Huffman-codes for a pruned, shared tensor, in
+    the layout ``huffman_sparse`` would choose: ``gaps`` (relative indices, fillers included)
+    and ``indices`` (each entry's codebook index), with the ``codebook``."""
+    order, index_bits = min(((o, b) for o in ([order] if order else ["row", "col"])
+                             for b in ([index_bits] if index_bits else range(2, 11))),
+                            key=lambda ob: _huffman_sparse_cost(tensor, *ob))
+    _, _, stored, values = sparse_entries(tensor, 0, order, index_bits)
+    codebook, indices = torch.unique(values, return_inverse=True)
+    return {"order": order, "index_bits": index_bits, "gaps": stored,
+            "indices": indices.numpy(), "codebook": codebook}
+
+
 def _encode_huffman_sparse(tensor: torch.Tensor, dtype: str | None = None,
                            order: str | None = None, index_bits: int | None = None
                            ) -> tuple[bytes, dict]:
     """Deep Compression's final layer (Han et al. 2016, sec. 4): relative positions and
     codebook indices of the kept weights, both Huffman-coded, and the codebook. Unless given,
     the order and the gap alphabet (2**index_bits) are those of the smallest estimate."""
-    layout = min(((o, b) for o in ([order] if order else ["row", "col"])
-                  for b in ([index_bits] if index_bits else range(2, 11))),
-                 key=lambda ob: _huffman_sparse_cost(tensor, *ob))
-    order, bits, stored, values = sparse_entries(tensor, 0, *layout)
-    codebook, indices = torch.unique(values, return_inverse=True)
+    streams = deep_compression_streams(tensor, order, index_bits)
+    order, bits, stored = streams["order"], streams["index_bits"], streams["gaps"]
+    codebook, indices = streams["codebook"], torch.from_numpy(streams["indices"])
     value_dtype = dtype or narrowest_float(codebook)
     book = _encode_dense(codebook, value_dtype)[0]
     gaps, gap_meta = _huffman_stream(stored, 1 << bits)
