@@ -41,6 +41,11 @@ def fold(model: nn.Module) -> nn.Module:
     """Replace every weight parametrization by the plain tensor it computes (in place)."""
     for _, module in quantizable_layers(model):
         if parametrize.is_parametrized(module, "weight"):
+            # A deep copy shares the generated ParametrizedX class with its original, and
+            # remove_parametrizations deletes the property from that class: give this module
+            # its own class first, so folding a copy leaves the original intact.
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
 
