@@ -42,3 +42,15 @@ def test_fold_of_a_copy_leaves_the_original_working():
     assert all(not hasattr(m, "parametrizations") for _, m in quantizable_layers(folded))
     torch.testing.assert_close(model(x), before, atol=0, rtol=0)
     torch.testing.assert_close(folded(x), before, atol=0, rtol=0)
+
+
+def test_parameters_of_a_parametrized_model_are_those_it_computes():
+    from workbench import measure
+    model = untrained("lenet300", seed=4)
+    shared = clone_model(model)
+    quantize_weights(shared, lambda n, m: SharedWeights(
+        (m.weight.detach() > 0).long(), torch.tensor([0.0, 0.02])))
+    params, nonzero = measure.count_params(shared)
+    assert params == measure.count_params(model)[0]
+    folded = fold(clone_model(shared))
+    assert (params, nonzero) == measure.count_params(folded)

@@ -94,6 +94,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     """(parameters, nonzero parameters) of the plain network (masks folded in)."""
     state = codec.plain_state_dict(model)
     names = {n.removesuffix("_orig") for n, _ in model.named_parameters()}
+    # a parametrized weight (quantizers that are not folded) counts as the tensor it computes
+    names |= {f"{path}.{name}".lstrip(".") for path, m in model.named_modules()
+              for name in getattr(m, "parametrizations", {})}
     tensors = [t for n, t in state.items() if n in names]
     return sum(t.numel() for t in tensors), sum(int(t.count_nonzero()) for t in tensors)
 
