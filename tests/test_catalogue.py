@@ -150,7 +150,7 @@ def test_missing_lists_unimplemented_entries():
     gaps = missing(workbench.METHODS)
     gap_ids = [e.id for e in gaps]
     assert not set(gap_ids) & set(workbench.METHODS)
-    assert "quant.kmeans" in gap_ids
+    assert "binary.connect" in gap_ids          # section C has not landed yet
     assert len(gaps) == len(CATALOGUE) - len(workbench.METHODS)
     assert gap_ids == [e.id for e in CATALOGUE if e.id in gap_ids]  # catalogue order
     assert [e.id for e in missing({})] == [e.id for e in CATALOGUE]

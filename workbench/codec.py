@@ -446,6 +446,7 @@ FORMATS = {
     "huffman_codebook": (_encode_huffman_codebook, _decode_huffman_codebook),
     "huffman_sparse": (_encode_huffman_sparse, _decode_huffman_sparse),
 }
+SPARSE_FORMATS = ("sparse_rel", "sparse_codebook", "huffman_sparse")   # positions + values
 # Formats that only apply when the layer's quantizer describes the tensor (``codec_hint``).
 HINTED = {"affine"}
 DEFAULT_FORMATS = ("dense", "sparse_rel", "codebook", "sparse_codebook", "pow2", "affine")
@@ -485,6 +486,10 @@ def _candidates(tensor: torch.Tensor, formats, hint: dict | None) -> list[str]:
     if not tensor.is_floating_point() or not tensor.dim():
         return ["dense"]
     names = [n for n in formats if n not in HINTED or (hint and hint.get("format") == n)]
+    sparse = (*SPARSE_FORMATS, "csr32")
+    if int(tensor.count_nonzero()) == tensor.numel() and any(n not in sparse for n in names):
+        # no zeros: a sparse layout stores the same values plus positions, never smaller
+        names = [n for n in names if n not in sparse]
     shared = ("codebook", "sparse_codebook", *ENTROPY_FORMATS)
     if any(n in names for n in shared) \
             and len(torch.unique(tensor)) > min(MAX_CODEBOOK, tensor.numel() // 2):
@@ -518,9 +523,6 @@ def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         else:
             state[key] = value
     return {k: v.detach() for k, v in state.items()}
-
-
-SPARSE_FORMATS = ("sparse_rel", "sparse_codebook", "huffman_sparse")
 
 
 def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,

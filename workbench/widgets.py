@@ -70,10 +70,16 @@ def sliders_for(method_cls, names=None, continuous: bool = True) -> dict[str, w.
         raise ValueError(f"{method_cls.__name__} declares sliders {sorted(declared)}; "
                          f"got {unknown}")
     defaults = {f.name: f.default for f in fields(method_cls)}
-    return {n: w.FloatSlider(value=defaults[n], min=declared[n][0], max=declared[n][1],
-                             step=declared[n][2], description=n, continuous_update=continuous,
-                             readout_format=".3f")
-            for n in names}
+    return {n: _slider(n, defaults[n], *declared[n], continuous) for n in names}
+
+
+def _slider(name: str, value, low, high, step, continuous: bool):
+    """An IntSlider for a count (low, high and step all ints, e.g. k), else a FloatSlider."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)):
+        return w.IntSlider(value=int(value), min=low, max=high, step=step, description=name,
+                           continuous_update=continuous)
+    return w.FloatSlider(value=value, min=low, max=high, step=step, description=name,
+                         continuous_update=continuous, readout_format=".3f")
 
 
 def explore(method_cls, base, test, data=None, sliders=None, name: str = "base", **fixed):
