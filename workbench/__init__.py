@@ -11,7 +11,7 @@ from .prune import Magnitude
 __version__ = "0.1.0"
 
 METHODS: dict[str, type[Method]] = {
-    cls.id: cls for cls in prune.METHODS + quantize.METHODS + encode.METHODS}
+    cls.id: cls for cls in prune.METHODS + quantize.METHODS + encode.METHODS + pipeline.METHODS}
 
 __all__ = ["METHODS", "Magnitude", "Method", "Report", "codec", "data", "encode", "measure", "models",
            "pipeline", "prune", "quantize", "report", "train", "zoo"]

@@ -1,4 +1,5 @@
-"""Command line: python -m workbench survey | zoo list | zoo train NAME | bench widgets."""
+"""Command line: python -m workbench survey | zoo list | zoo train NAME | bench NAME |
+reproduce deep-compression --model NAME."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,21 @@ def _same_columns(rows: list[dict]) -> list[list[dict]]:
     return groups
 
 
+def _reproduce(args) -> None:
+    from . import reproduce
+    from .measure import format_table
+    tables = reproduce.deep_compression(args.model, smoke=args.smoke,
+                                        out=args.out or f"deep_compression_{args.model}.wbnc")
+    for title, key in (("Summary", "summary"), ("Stage by stage (real file bytes)", "stages"),
+                       ("Per layer, ours", "layers"),
+                       ("Per layer, Han et al. 2016", "paper_layers")):
+        rows = tables[key] if isinstance(tables[key], list) else [tables[key]]
+        print(f"## {title}\n\n{format_table(rows)}\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(tables, f, indent=2)
+
+
 def _survey(args) -> None:
     from . import survey
     survey.main(out_dir=args.out, smoke=args.smoke, all_models=args.all_models)
@@ -67,6 +83,15 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="fewer repetitions")
     p.add_argument("--json", help="also write the rows as JSON to this path")
     p.set_defaults(run=_bench)
+
+    p = sub.add_parser("reproduce", help="a paper's tables with our figures beside them")
+    p.add_argument("paper", choices=["deep-compression"])
+    p.add_argument("--model", required=True, choices=["lenet300", "lenet5"])
+    p.add_argument("--smoke", action="store_true", help="tiny subsets, one short round")
+    p.add_argument("--out", help="where to write the compressed file "
+                                 "(default deep_compression_MODEL.wbnc)")
+    p.add_argument("--json", help="also write the tables as JSON to this path")
+    p.set_defaults(run=_reproduce)
 
     args = parser.parse_args(argv)
     if args.command == "zoo" and args.action == "train" and not args.name:

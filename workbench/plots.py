@@ -61,3 +61,57 @@ def sweep_plot(sweeps: dict[str, list[dict]], ax=None, x: str = "sparsity"):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return ax
+
+
+def stage_bars(ax, ours: list[dict], paper: dict | None = None):
+    """Bytes after each stage (log scale), ours beside the paper's (``{stage: bytes}``),
+    each bar labelled with its compression rate against the dense file."""
+    names = [r["stage"] for r in ours]
+    x = np.arange(len(names))
+    width = 0.4 if paper else 0.6
+    dense = ours[0]["bytes"]
+    bars = ax.bar(x - (width / 2 if paper else 0), [r["bytes"] for r in ours], width,
+                  color="C0", label="ours (real file)")
+    ax.bar_label(bars, [f"{dense / r['bytes']:.1f}x" for r in ours], fontsize=8)
+    if paper:
+        values = [paper.get(n) for n in names]
+        shown = [(i, v) for i, v in enumerate(values) if v]
+        bars = ax.bar([i + width / 2 for i, _ in shown], [v for _, v in shown], width,
+                      color="C1", label="Han et al. 2016")
+        ax.bar_label(bars, [f"{values[0] / v:.1f}x" for _, v in shown], fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def symbol_histogram(ax, symbols: np.ndarray, alphabet: int, title: str):
+    """How often each symbol occurs, with the fixed-length and the entropy cost in the title."""
+    from .huffman import entropy_bits
+    counts = np.bincount(symbols, minlength=alphabet)
+    ax.bar(np.arange(alphabet), counts, width=1.0, color="C2")
+    fixed = np.log2(max(alphabet, 2))
+    ax.set_title(f"{title}\nfixed {fixed:.0f} bits, entropy "
+                 f"{entropy_bits(symbols) / max(len(symbols), 1):.2f} bits", fontsize=9)
+    ax.set_xlabel("symbol")
+    ax.set_ylabel("count")
+
+
+def bits_curve(ax, rows: list[dict], x: str = "bits"):
+    """Test accuracy against bits per weight, one line per method (rows of
+    ``bench.quantization_curve``); ``x="file_bits"`` uses the real file's bits instead."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    markers = "os^vD<>ph*"
+    for i, name in enumerate(methods):
+        points = sorted((r[x], 100 * r["accuracy"]) for r in rows
+                        if r["method"] == name and r[x] is not None)
+        if points:
+            ax.plot(*zip(*points), marker=markers[i % len(markers)], ms=4, lw=1,
+                    color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per weight" + (" (real file)" if x == "file_bits" else " (nominal)"))
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return ax

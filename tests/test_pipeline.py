@@ -1,0 +1,85 @@
+"""workbench.pipeline and ``reproduce deep-compression``: a hybrid is its steps in order; Deep
+Compression keeps pruned zeros at zero, shares 2**bits - 1 values per layer, and each stage's
+file is smaller than the last, the final one decoding to identical outputs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import sample_input, untrained
+
+from workbench import METHODS, codec, pipeline
+from workbench.__main__ import main
+from workbench.prune import prunable_layers
+
+
+def test_hybrid_is_its_steps_in_order(mnist_train_small):
+    model = untrained("lenet300", seed=5)
+    steps = (("prune.magnitude", {"sparsity": 0.7}), ("quant.kmeans", {"k": 8}))
+    out = pipeline.Hybrid(steps=steps).apply(model, mnist_train_small)
+    by_hand = METHODS["quant.kmeans"](k=8).apply(METHODS["prune.magnitude"](sparsity=0.7).apply(model))
+    x = sample_input(model)
+    torch.testing.assert_close(out(x), by_hand(x), atol=0, rtol=0)
+    stages = pipeline.Hybrid(steps=steps).stages(model, mnist_train_small)
+    assert [name for name, _ in stages] == ["base", "prune.magnitude", "quant.kmeans"]
+    assert stages[0][1] is model
+
+
+@pytest.mark.parametrize("steps,match", [
+    ((), "non-empty"),
+    ((("prune.nothing", {}),), "not a method"),
+    ((("pipeline.hybrid", {}),), "not a method"),
+    ((("prune.magnitude", {"sparsity": 2.0}),), "sparsity"),
+    ((("prune.magnitude", {"spars": 0.5}),), "spars"),
+    (("prune.magnitude",), "pair"),
+])
+def test_hybrid_rejects_bad_steps(steps, match):
+    with pytest.raises(ValueError, match=match):
+        pipeline.Hybrid(steps=steps)
+
+
+def test_deep_compression_bad_bits_are_named():
+    with pytest.raises(ValueError, match="fc_bits"):
+        pipeline.DeepCompression(fc_bits=1)
+    with pytest.raises(ValueError, match="conv_bits"):
+        pipeline.DeepCompression(conv_bits=4.5)
+
+
+def test_deep_compression_stages(mnist_train_small):
+    model = untrained("lenet5", seed=6)
+    method = pipeline.DeepCompression(fc_bits=3, conv_bits=4, **pipeline.DeepCompression.smoke)
+    (_, base), (_, pruned), (_, shared), (_, final) = method.stages(model, mnist_train_small)
+    for name, module in prunable_layers(shared):
+        before = pruned.get_submodule(name).weight.detach()
+        after = module.weight.detach()
+        assert torch.equal(after[before == 0], torch.zeros_like(after[before == 0]))
+        bits = 4 if isinstance(module, torch.nn.Conv2d) else 3
+        assert len(torch.unique(after)) <= 2 ** bits          # 2**bits - 1 shared and the zero
+    sizes = [len(codec.encode(base, formats=("dense",), dtype="float32")),
+             len(codec.encode(pruned, formats=("dense", "sparse_rel"))),
+             len(codec.encode(shared)),
+             len(codec.encode(final))]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+    assert sizes[-1] == len(codec.encode(shared, formats=pipeline.FINAL_FORMATS))
+    x = sample_input(model)
+    torch.testing.assert_close(codec.decode(codec.encode(final))(x), shared.eval()(x),
+                               atol=0, rtol=0)
+
+
+def test_reproduce_command_smoke(tmp_path, capsys):
+    out, report = tmp_path / "dc.wbnc", tmp_path / "dc.json"
+    main(["reproduce", "deep-compression", "--model", "lenet300", "--smoke",
+          "--out", str(out), "--json", str(report)])
+    printed = capsys.readouterr().out
+    assert "Han et al. 2016" in printed and "huffman" in printed
+    tables = json.loads(report.read_text())
+    summary = tables["summary"]
+    assert summary["final_bytes"] == len(out.read_bytes())
+    assert summary["decoded_err_pct"] == summary["err_pct"]
+    assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized", "huffman"]
+    assert [row["layer"] for row in tables["layers"]] == ["net.1", "net.3", "net.5"]
+    for row in tables["layers"]:
+        assert row["weight_bits_pq"] <= 6.0 + 1e-9      # 63 shared weights and the zero
+        if row["format_pqh"] == "huffman_sparse":
+            assert row["indices_vs_entropy"] <= 1.03 and row["gaps_vs_entropy"] <= 1.03

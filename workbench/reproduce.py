@@ -1,0 +1,170 @@
+"""``python -m workbench reproduce deep-compression --model lenet300|lenet5``: Han, Mao, Dally
+2016, Tables 2 and 3, with our figures beside theirs.
+
+Stage by stage (dense, pruned, pruned + shared, + Huffman) the real file's bytes, the
+compression rate against the dense fp32 file and the test error; then per layer the weights
+kept, the bits a kept weight costs (its codebook index) and the bits a position costs (its
+relative index), before and after Huffman coding, read from the file's own header. The final
+file is written, decoded again and its test error measured, which must equal the network's.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+# Han et al. 2016, Table 2 (LeNet-300-100) and Table 3 (LeNet-5): layer, weights, kept %,
+# weight bits P+Q, weight bits P+Q+H, index bits P+Q, index bits P+Q+H, compress rate P+Q %,
+# compress rate P+Q+H %. (P: pruning, Q: quantization, H: Huffman coding.) Transcribed.
+PAPER = {
+    "lenet300": {"layers": [("ip1", 235_000, 8, 6, 4.4, 5, 3.7, 3.1, 2.32),
+                            ("ip2", 30_000, 9, 6, 4.4, 5, 4.3, 3.8, 3.04),
+                            ("ip3", 1_000, 26, 6, 4.3, 5, 3.2, 15.7, 12.70),
+                            ("total", 266_000, 8, 6, 5.1, 5, 3.7, 3.1, 2.49)],
+                 "error": (1.64, 1.58), "kb": (1070, 27), "x": 40},
+    "lenet5": {"layers": [("conv1", 500, 66, 8, 7.2, 5, 1.5, 78.5, 67.45),
+                          ("conv2", 25_000, 12, 8, 7.2, 5, 3.9, 6.0, 5.28),
+                          ("ip1", 400_000, 8, 5, 4.5, 5, 4.5, 2.7, 2.45),
+                          ("ip2", 5_000, 19, 5, 5.2, 5, 3.7, 6.9, 6.13),
+                          ("total", 431_000, 8, 5.3, 4.1, 5, 4.4, 3.05, 2.55)],
+               "error": (0.80, 0.74), "kb": (1720, 44), "x": 39},
+}
+
+# Our settings: the paper's bits per layer; pruning shares as in the pruning bench.
+SETTINGS = {
+    "lenet300": dict(prune={}, fc_bits=6, conv_bits=8, quant_epochs=3),
+    "lenet5": dict(prune={"layer_sparsity": {"features.0": 0.34, "features.2": 0.88,
+                                             "classifier.1": 0.925, "classifier.4": 0.81},
+                          "rounds": 3, "epochs": 3, "lr": 0.05},
+                   fc_bits=5, conv_bits=8, quant_epochs=3),
+}
+TARGETS = {"lenet300": (40, 1.7, 300), "lenet5": (39, 0.85, 1200)}   # x, error %, seconds
+
+
+def layer_bits(entry: dict) -> dict:
+    """Bits per kept weight of a layer's value and of its position, from its header entry."""
+    fmt, nnz = entry["format"], max(entry.get("entries", 0), 1)
+    if fmt == "huffman_sparse":
+        return {"weight_bits": entry["indices"]["stream_bits"] / nnz,
+                "index_bits": entry["gaps"]["stream_bits"] / nnz, "entries": entry["entries"]}
+    if fmt == "sparse_codebook":
+        from .codec import radix_group
+        g, bits = radix_group(entry["values"]["k"])
+        return {"weight_bits": bits / g, "index_bits": entry["index_bits"],
+                "entries": entry["entries"]}
+    if fmt == "sparse_rel":
+        return {"weight_bits": 8 * entry["nbytes"] / nnz - entry["index_bits"],
+                "index_bits": entry["index_bits"], "entries": entry["entries"]}
+    n = 1
+    for d in entry["shape"]:
+        n *= d
+    return {"weight_bits": 8 * entry["nbytes"] / n, "index_bits": 0.0, "entries": n}
+
+
+def per_layer(model, blobs: dict) -> list[dict]:
+    """One row per Conv2d / Linear layer: kept share and bits, after quantization (P+Q) and
+    after Huffman coding (P+Q+H), rates as % of the layer's dense fp32 bytes (weights+bias)."""
+    from . import codec
+    from .prune import prunable_layers
+    headers = {stage: {t["name"]: t for t in codec.read_header(b)["tensors"]}
+               for stage, b in blobs.items()}
+    rows = []
+    for name, module in prunable_layers(model):
+        w = module.weight.detach()
+        dense = 4 * (w.numel() + (module.bias.numel() if module.bias is not None else 0))
+        row = {"layer": name, "weights": w.numel(),
+               "kept_pct": round(100 * int(w.count_nonzero()) / w.numel(), 1)}
+        for stage, key in (("quantized", "pq"), ("huffman", "pqh")):
+            entry = headers[stage][f"{name}.weight"]
+            bias = headers[stage].get(f"{name}.bias", {"nbytes": 0})["nbytes"]
+            bits = layer_bits(entry)
+            row[f"weight_bits_{key}"] = round(bits["weight_bits"], 2)
+            row[f"index_bits_{key}"] = round(bits["index_bits"], 2)
+            row[f"format_{key}"] = entry["format"]
+            row[f"rate_{key}_pct"] = round(100 * (entry["nbytes"] + bias) / dense, 2)
+            if entry["format"] == "huffman_sparse":
+                for stream in ("gaps", "indices"):
+                    s = entry[stream]
+                    row[f"{stream}_vs_entropy"] = round(s["stream_bits"] / max(s["entropy_bits"], 1), 4)
+                    row[f"{stream}_table_bytes"] = s["table_nbytes"]
+        rows.append(row)
+    return rows
+
+
+def run_stages(model_name: str, smoke: bool = False, train=None):
+    """Deep Compression of zoo model ``model_name`` with the paper's settings:
+    (stages [(id, network)], seconds of the pipeline)."""
+    from . import data, zoo
+    from .pipeline import DeepCompression
+    if model_name not in SETTINGS:
+        raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
+    settings = dict(SETTINGS[model_name])
+    if smoke:    # seconds: one short round of each stage
+        settings.update(DeepCompression.smoke)
+    if train is None:
+        train = data.mnist("train").subset(512, seed=0) if smoke else data.mnist("train")
+    method = DeepCompression(**settings)
+    for step in method.methods():
+        step.progress = False
+    start = time.perf_counter()
+    stages = method.stages(zoo.pretrained(model_name), train)
+    return stages, time.perf_counter() - start
+
+
+def tables(model_name: str, stages, test, seconds: float, smoke: bool = False,
+           out: str | None = None) -> dict:
+    """The figures of a Deep Compression run as tables: summary, stages, layers, paper."""
+    from . import codec
+    from .train import evaluate
+    (_, base), (_, pruned), (_, shared), (_, final) = stages
+    blobs = {"dense": codec.encode(base, formats=("dense",), dtype="float32"),
+             "pruned": codec.encode(pruned, formats=("dense", "sparse_rel")),
+             "quantized": codec.encode(shared),
+             "huffman": codec.encode(final)}
+    errors = {"dense": evaluate(base, test), "pruned": evaluate(pruned, test),
+              "quantized": evaluate(shared, test)}
+    errors["huffman"] = errors["quantized"]          # lossless: checked on the decoded file
+    decoded_error = 100 * (1 - evaluate(codec.decode(blobs["huffman"]), test))
+    stage_rows = [{"stage": stage, "bytes": len(blob),
+                   "x": round(len(blobs["dense"]) / len(blob), 2),
+                   "err_pct": round(100 * (1 - errors[stage]), 2)}
+                  for stage, blob in blobs.items()]
+    paper = PAPER[model_name]
+    want_x, want_err, want_s = TARGETS[model_name]
+    final_row = stage_rows[-1]
+    summary = {"model": model_name, "setting": "smoke" if smoke else "full",
+               "dense_bytes": len(blobs["dense"]), "final_bytes": final_row["bytes"],
+               "x": final_row["x"], "err_pct": final_row["err_pct"],
+               "decoded_err_pct": round(decoded_error, 2), "pipeline_s": round(seconds, 1),
+               "threads": torch.get_num_threads(),
+               "target": f">= {want_x}x at <= {want_err} % in <= {want_s} s",
+               "met": None if smoke else (final_row["x"] >= want_x
+                                          and final_row["err_pct"] <= want_err
+                                          and seconds <= want_s),
+               "paper": f"{paper['x']}x, {paper['kb'][0]} KB -> {paper['kb'][1]} KB, "
+                        f"{paper['error'][0]} % -> {paper['error'][1]} % error"}
+    if out:
+        Path(out).write_bytes(blobs["huffman"])
+        summary["file"] = str(out)
+    return {"summary": summary, "stages": stage_rows, "layers": per_layer(shared, blobs),
+            "paper_layers": paper_layers(model_name)}
+
+
+def paper_layers(model_name: str) -> list[dict]:
+    return [dict(zip(("layer", "weights", "kept_pct", "weight_bits_pq", "weight_bits_pqh",
+                      "index_bits_pq", "index_bits_pqh", "rate_pq_pct", "rate_pqh_pct"), row))
+            for row in PAPER[model_name]["layers"]]
+
+
+def deep_compression(model_name: str, smoke: bool = False, out: str | None = None) -> dict:
+    """Run the pipeline on zoo model ``model_name``; the figures as a dict of tables."""
+    from . import data
+    if model_name not in SETTINGS:
+        raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
+    test = data.mnist("test")
+    train = data.mnist("train")
+    if smoke:
+        train, test = train.subset(512, seed=0), test.subset(500, seed=0)
+    stages, seconds = run_stages(model_name, smoke, train)
+    return tables(model_name, stages, test, seconds, smoke, out)
