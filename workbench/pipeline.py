@@ -66,10 +66,13 @@ class Hybrid(Method):
     def methods(self) -> list[Method]:
         return build_steps(self.steps)
 
-    def stages(self, model: nn.Module, data=None) -> list[tuple[str, nn.Module]]:
-        """[(method id, network after it), ...], the input first as ("base", model)."""
+    def stages(self, model: nn.Module, data=None, progress: bool = True
+               ) -> list[tuple[str, nn.Module]]:
+        """[(method id, network after it), ...], the input first as ("base", model).
+        ``progress=False`` silences the training bars of the steps."""
         out, current = [("base", model)], model
         for method in self.methods():
+            method.progress = progress
             if method.needs_data and data is None:
                 raise ValueError(f"{type(self).__name__}.apply needs data: step {method.id} "
                                  "trains or samples")

@@ -105,10 +105,8 @@ def run_stages(model_name: str, smoke: bool = False, train=None):
     if train is None:
         train = data.mnist("train").subset(512, seed=0) if smoke else data.mnist("train")
     method = DeepCompression(**settings)
-    for step in method.methods():
-        step.progress = False
     start = time.perf_counter()
-    stages = method.stages(zoo.pretrained(model_name), train)
+    stages = method.stages(zoo.pretrained(model_name), train, progress=False)
     return stages, time.perf_counter() - start
 
 
