@@ -77,9 +77,11 @@ def test_reproduce_command_smoke(tmp_path, capsys):
     summary = tables["summary"]
     assert summary["final_bytes"] == len(out.read_bytes())
     assert summary["decoded_err_pct"] == summary["err_pct"]
-    assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized", "huffman"]
+    assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized", "huffman",
+                                                      "huffman at the paper's bits"]
+    assert tables["stages"][-1]["bits"] == "6 fc / 8 conv"
     assert [row["layer"] for row in tables["layers"]] == ["net.1", "net.3", "net.5"]
     for row in tables["layers"]:
-        assert row["weight_bits_pq"] <= 6.0 + 1e-9      # 63 shared weights and the zero
+        assert row["weight_bits_pq"] <= 4.0 + 1e-9      # 15 shared weights and the zero
         if row["format_pqh"] == "huffman_sparse":
             assert row["indices_vs_entropy"] <= 1.03 and row["gaps_vs_entropy"] <= 1.03

@@ -82,15 +82,18 @@ def _slider(name: str, value, low, high, step, continuous: bool):
                          continuous_update=continuous, readout_format=".3f")
 
 
-def explore(method_cls, base, test, data=None, sliders=None, name: str = "base", **fixed):
+def explore(method_cls, base, test, data=None, sliders=None, name: str = "base",
+            continuous: bool | None = None, **fixed):
     """An interactive widget: move the sliders, watch accuracy, bytes and MACs change.
 
     ``sliders`` names the knobs to expose (default: the method's first declared one);
     ``fixed`` sets the other hyperparameters, e.g. ``explore(Magnitude, m, t, scope="global")``.
+    ``continuous``: update while a slider is dragged (default: unless the method needs data,
+    i.e. trains or samples; pass False for any method slower than a fraction of a second).
     The returned widget has ``.explorer`` (trail of visited points, update times).
     """
     explorer = Explorer(method_cls, base, test, data, name, **fixed)
-    continuous = not method_cls.needs_data
+    continuous = (not method_cls.needs_data) if continuous is None else continuous
     controls = sliders_for(method_cls, sliders, continuous=continuous)
     widget = w.interactive(explorer.update, **controls)
     widget.explorer = explorer
