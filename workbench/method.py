@@ -54,6 +54,12 @@ class Method:
             raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
                              f"allowed is a number from {low} to {high}")
 
+    def _check_int(self, name: str, low: int, high: int) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
+                             f"allowed is an integer from {low} to {high}")
+
     def _check_choice(self, name: str, allowed: tuple) -> None:
         value = getattr(self, name)
         if value not in allowed:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 # The fraction of channels kept in every group, chosen for about 35% fewer MACs (the issue's
 # target is 30%): a chain of convs (VGG) keeps about b^2 of its MACs, since both the inputs
 # and the outputs of a middle layer shrink; ResNet-20, pruned inside its blocks only, about b.

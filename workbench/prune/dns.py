@@ -34,7 +34,6 @@ from torch.nn.utils import parametrize, prune
 
 from ..method import Method, clone_model
 from ..train import Hook, Recipe, fit
-from .iterative import _check_int
 from .magnitude import prunable_layers
 
 
@@ -172,10 +171,10 @@ class DNS(Method):
         self._check_range("power", 0.0, 10.0)
         self._check_range("lr", 1e-8, 10.0)
         self._check_range("weight_decay", 0.0, 1.0)
-        _check_int(self, "epochs", 1, 1000)
+        self._check_int("epochs", 1, 1000)
         self._check_range("surgery_share", 0.0, 1.0)
-        _check_int(self, "batch_size", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("batch_size", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
 
     def c_rates(self, model: nn.Module) -> dict[str, float]:
         names = [n for n, _ in prunable_layers(model)]

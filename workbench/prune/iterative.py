@@ -73,13 +73,6 @@ def dropout_owners(model: nn.Module) -> list[tuple[nn.Dropout, str]]:
     return owners
 
 
-def _check_int(method: Method, name: str, low: int, high: int) -> None:
-    value = getattr(method, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: "
-                         f"allowed is an integer from {low} to {high}")
-
-
 # ------------------------------------------------------------------ iterative pruning
 
 @dataclass
@@ -124,10 +117,10 @@ class Iterative(Method):
                     or not 0 <= value <= 1:
                 raise ValueError(f"Iterative.layer_sparsity[{name!r}]={value!r}: "
                                  "allowed is a number from 0 to 1")
-        _check_int(self, "rounds", 1, 1000)
-        _check_int(self, "epochs", 0, 1000)
-        _check_int(self, "batch_size", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("rounds", 1, 1000)
+        self._check_int("epochs", 0, 1000)
+        self._check_int("batch_size", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
         self._check_range("lr", 1e-8, 10.0)
         self._check_range("weight_decay", 0.0, 1.0)
         if self.retrain_layer is not None and not isinstance(self.retrain_layer, str):
@@ -259,10 +252,10 @@ class L1Reg(Method):
         self._check_range("sparsity", 0.0, 1.0)
         self._check_range("threshold", 0.0, float("inf"))
         self._check_range("lr", 1e-8, 10.0)
-        _check_int(self, "epochs", 0, 1000)
-        _check_int(self, "finetune_epochs", 0, 1000)
-        _check_int(self, "batch_size", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("epochs", 0, 1000)
+        self._check_int("finetune_epochs", 0, 1000)
+        self._check_int("batch_size", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
 
     def settings(self) -> dict:
         shown = dict(self.params())

@@ -401,7 +401,6 @@ def ort_qlinear_conv(xq, x_scale, x_zp, wq, w_scale, w_zp, bias_q, y_scale, y_zp
     """One QLinearConv run by onnxruntime on the given integers (uint8 x, int8 per-channel w,
     int32 bias): the runtime's answer for the layer ``int8_conv2d`` + ``requantize`` compute.
     A Linear layer is the 1x1 convolution of (N, C, 1, 1)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     stride, padding = nn.modules.utils._pair(stride), nn.modules.utils._pair(padding)
     consts = {"x_scale": np.float32(x_scale), "x_zp": np.uint8(x_zp),

@@ -247,13 +247,6 @@ def end_layers(model: nn.Module) -> set[str]:
 
 # ------------------------------------------------------------------ methods
 
-def _check_int(method: Method, name: str, low: int, high: int) -> None:
-    value = getattr(method, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: "
-                         f"allowed is an integer from {low} to {high}")
-
-
 @dataclass
 class _Trained(Method):
     """Shared fields and training of the three STE quantizers (not registered)."""
@@ -268,9 +261,9 @@ class _Trained(Method):
     seed: int = 0
 
     def _check_training(self):
-        _check_int(self, "epochs", 0, 1000)
-        _check_int(self, "batch_size", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("epochs", 0, 1000)
+        self._check_int("batch_size", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
         self._check_range("lr", 1e-8, 10.0)
         self._check_range("weight_decay", 0.0, 1.0)
 
@@ -297,9 +290,9 @@ class DoReFa(_Trained):
     end_bits: int = 0               # first / last layer: 0 keeps them float (DoReFa-Net)
 
     def validate(self):
-        _check_int(self, "weight_bits", 1, 8)
-        _check_int(self, "act_bits", 0, 8)
-        _check_int(self, "end_bits", 0, 8)
+        self._check_int("weight_bits", 1, 8)
+        self._check_int("act_bits", 0, 8)
+        self._check_int("end_bits", 0, 8)
         self._check_training()
 
     def bits_per_weight(self) -> float:
@@ -335,9 +328,9 @@ class LearnedStep(_Trained):
 
     def validate(self):
         self._check_choice("learn", ("lsq", "pact"))
-        _check_int(self, "weight_bits", 2, 8)
-        _check_int(self, "act_bits", 1, 8)
-        _check_int(self, "end_bits", 0, 8)
+        self._check_int("weight_bits", 2, 8)
+        self._check_int("act_bits", 1, 8)
+        self._check_int("end_bits", 0, 8)
         if self.learn == "lsq" and self.end_bits == 1:
             raise ValueError("LearnedStep.end_bits=1: LSQ's signed weights need 0 or 2..8")
         self._check_range("pact_alpha", 1e-3, 1e3)
@@ -388,7 +381,7 @@ class Symmetric(_Trained):
         self._check_choice("codebook", ("ternary", "binary"))
         self._check_choice("group", ("pixel", "row", "layer"))
         self._check_range("eta", 0.0, 0.99)
-        _check_int(self, "act_bits", 0, 8)
+        self._check_int("act_bits", 0, 8)
         self._check_choice("quantize_ends", (False, True))
         self._check_training()
 

@@ -20,7 +20,7 @@ first / last layers are quantized like the others (our choices).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch

@@ -143,13 +143,6 @@ def operation_counts(model: nn.Module, input_shape: tuple[int, ...]) -> list[dic
     return rows
 
 
-def _check_int(method: Method, name: str, low: int, high: int) -> None:
-    value = getattr(method, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: "
-                         f"allowed is an integer from {low} to {high}")
-
-
 @dataclass
 class Log(Method):
     """Round every weight to 0 or +-2**e, post-training (Miyashita et al. 2016)."""
@@ -164,9 +157,9 @@ class Log(Method):
     domain: str = "log"             # "log": round log2|w| | "linear": round |w|
 
     def validate(self):
-        _check_int(self, "bits", 2, 8)
+        self._check_int("bits", 2, 8)
         if self.fsr is not None:
-            _check_int(self, "fsr", -64, 64)
+            self._check_int("fsr", -64, 64)
         self._check_choice("domain", DOMAINS)
 
     def bits_per_weight(self) -> float:
@@ -223,10 +216,10 @@ class INQ(Method):
     seed: int = 0
 
     def validate(self):
-        _check_int(self, "bits", 3, 8)
-        _check_int(self, "epochs", 0, 1000)
-        _check_int(self, "batch_size", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("bits", 3, 8)
+        self._check_int("epochs", 0, 1000)
+        self._check_int("batch_size", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
         self._check_range("lr", 1e-8, 10.0)
         self._check_range("weight_decay", 0.0, 1.0)
         shares = tuple(self.shares)

@@ -330,13 +330,6 @@ def _matrix(module: nn.Module) -> torch.Tensor:
     return module.weight.detach().reshape(module.weight.shape[0], -1)
 
 
-def _check_int(method: Method, name: str, low: int, high: int) -> None:
-    value = getattr(method, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: "
-                         f"allowed is an integer from {low} to {high}")
-
-
 # ------------------------------------------------------------------ methods
 
 @dataclass
@@ -360,9 +353,9 @@ class PQ(Method):
 
     def validate(self):
         self._check_choice("codebook_dtype", ("float32", "float16"))
-        _check_int(self, "subvector", 1, 1 << 16)
-        _check_int(self, "k", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("subvector", 1, 1 << 16)
+        self._check_int("k", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
 
     def bits_per_weight(self) -> float:
         """Code bits per weight (the codebooks come on top; the file says how much)."""
@@ -398,7 +391,7 @@ class RQ(PQ):
 
     def validate(self):
         super().validate()
-        _check_int(self, "stages", 1, 64)
+        self._check_int("stages", 1, 64)
 
     def bits_per_weight(self) -> float:
         return self.stages * math.log2(self.k) / self.subvector
@@ -461,9 +454,9 @@ class QCNN(PQ):
     def validate(self):
         super().validate()
         self._check_choice("correction", ("accumulated", "layer"))
-        _check_int(self, "sweeps", 0, 1000)
-        _check_int(self, "images", 1, 60000)
-        _check_int(self, "samples", 1, 1 << 24)
+        self._check_int("sweeps", 0, 1000)
+        self._check_int("images", 1, 60000)
+        self._check_int("samples", 1, 1 << 24)
         self._check_range("damping", 0.0, 1e6)
 
     def apply(self, model: nn.Module, data=None) -> nn.Module:
@@ -531,8 +524,8 @@ class PQReg(PQ):
         super().validate()
         self._check_range("strength", 0.0, 1e6)
         self._check_range("lr", 1e-8, 10.0)
-        _check_int(self, "epochs", 0, 1000)
-        _check_int(self, "batch_size", 1, 1 << 16)
+        self._check_int("epochs", 0, 1000)
+        self._check_int("batch_size", 1, 1 << 16)
 
     def apply(self, model: nn.Module, data=None) -> nn.Module:
         if data is None:

@@ -103,13 +103,6 @@ def best_frac(w: torch.Tensor, word: int) -> int:
     return min(errors, key=errors.get)
 
 
-def _check_int(method: Method, name: str, low: int, high: int) -> None:
-    value = getattr(method, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: "
-                         f"allowed is an integer from {low} to {high}")
-
-
 @contextlib.contextmanager
 def fixed_point_activations(model: nn.Module, word: int, frac: int, rounding: str = "nearest",
                             generator: torch.Generator | None = None):
@@ -165,15 +158,15 @@ class FixedPoint(Method):
     seed: int = 0
 
     def validate(self):
-        _check_int(self, "word", 2, 32)
-        _check_int(self, "frac", -16, 40)
+        self._check_int("word", 2, 32)
+        self._check_int("frac", -16, 40)
         if self.act_frac is not None:
-            _check_int(self, "act_frac", -16, 40)
+            self._check_int("act_frac", -16, 40)
         self._check_choice("rounding", ROUNDINGS)
         self._check_choice("init", ("model", "scratch"))
-        _check_int(self, "epochs", 0, 1000)
-        _check_int(self, "batch_size", 1, 1 << 16)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("epochs", 0, 1000)
+        self._check_int("batch_size", 1, 1 << 16)
+        self._check_int("seed", 0, 2**31 - 1)
         self._check_range("lr", 1e-8, 10.0)
 
     def bits_per_weight(self) -> float:
@@ -354,11 +347,11 @@ class BitAllocation(Method):
 
     def validate(self):
         self._check_choice("rule", ("uniform", "sqnr", "sensitivity"))
-        _check_int(self, "min_bits", 2, 16)
-        _check_int(self, "max_bits", self.min_bits, 16)
+        self._check_int("min_bits", 2, 16)
+        self._check_int("max_bits", self.min_bits, 16)
         self._check_range("budget", self.min_bits, self.max_bits)
-        _check_int(self, "calibration", 1, 60000)
-        _check_int(self, "seed", 0, 2**31 - 1)
+        self._check_int("calibration", 1, 60000)
+        self._check_int("seed", 0, 2**31 - 1)
 
     def bits_per_weight(self) -> float:
         return float(math.floor(self.budget)) if self.rule == "uniform" else float(self.budget)
