@@ -34,6 +34,7 @@ L1_TARGET = {
     "vgg_small": dict(fraction=0.25, layer_fractions={"features.0": 0.0}, round_to=8),
     "resnet20": dict(fraction=0.5, round_to=8),
 }
+FINETUNE_EPOCHS = 5
 PAPER_L1 = "Li et al. 2016: VGG-16 CIFAR-10 -34% FLOPs, no accuracy loss"
 
 
@@ -63,9 +64,11 @@ def l1_filter_target(smoke: bool) -> list[dict]:
     if name is None:
         return [{"bench": "prune.l1_filter CIFAR-10 target", "model": None, "met": None,
                  "note": "no CIFAR-10 checkpoint in zoo.manifest() yet (vgg_small, resnet20)"}]
-    train_set = data.cifar10("train").subset(256 if smoke else 20000, seed=0)
+    # A short fine-tune: 5 epochs on the full training set, a quarter of the zoo's 20-epoch
+    # training (2 epochs on 20,000 images lost 2.4 points).
+    train_set = data.cifar10("train").subset(256, seed=0) if smoke else data.cifar10("train")
     test = data.cifar10("test").subset(200, seed=0) if smoke else data.cifar10("test")
-    epochs = 1 if smoke else 2
+    epochs = 1 if smoke else FINETUNE_EPOCHS
     start = time.time()
     method = L1Filter(**L1_TARGET[name], finetune_epochs=epochs, lr=0.01)
     once = L1Filter(**{**method.params(), "finetune_epochs": 0}).apply(base)
