@@ -90,11 +90,12 @@ def per_layer(model, blobs: dict) -> list[dict]:
             row[f"index_bits_{key}"] = round(bits["index_bits"], 2)
             row[f"format_{key}"] = entry["format"]
             row[f"rate_{key}_pct"] = round(100 * (entry["nbytes"] + bias) / dense, 2)
-            if entry["format"] == "huffman_sparse":
-                for stream in ("gaps", "indices"):
-                    s = entry[stream]
-                    row[f"{stream}_vs_entropy"] = round(s["stream_bits"] / max(s["entropy_bits"], 1), 4)
-                    row[f"{stream}_table_bytes"] = s["table_nbytes"]
+        final = headers["huffman"][f"{name}.weight"]
+        for stream in ("gaps", "indices"):      # every row has the columns (tables print the
+            s = final.get(stream)               # first row's), None where not Huffman-coded
+            row[f"{stream}_vs_entropy"] = (round(s["stream_bits"] / max(s["entropy_bits"], 1), 4)
+                                           if s else None)
+            row[f"{stream}_table_bytes"] = s["table_nbytes"] if s else None
         rows.append(row)
     return rows
 
