@@ -209,3 +209,71 @@ def test_registered_format_is_tried_and_decoded():
         codec.HINTED.clear()
         codec.HINTED.update(saved[1])
         codec.DEFAULT_FORMATS = saved[2]
+
+
+def test_pow2_keeps_every_exponent_of_every_dtype():
+    t = torch.tensor([2.0 ** -1074, 2.0 ** 1023, -1.0, 0.0], dtype=torch.float64)
+    _, _, back = round_trip(t, ("pow2",))
+    assert torch.equal(back, t)
+    t32 = torch.tensor([2.0 ** -149, -(2.0 ** 127), 0.5])
+    assert torch.equal(round_trip(t32, ("pow2",))[2], t32)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0,), (1,), (1, 1)])
+@pytest.mark.parametrize("fmt", ["dense", "sparse_rel", "codebook", "sparse_codebook",
+                                 "huffman_sparse", "huffman_codebook"])
+def test_empty_and_single_element_tensors_round_trip(shape, fmt):
+    t = torch.full(shape, 0.5)
+    payload, entry = codec.encode_tensor(t, (fmt, "dense"))
+    back = codec.FORMATS[entry["format"]][1](payload, entry["shape"], entry["dtype"], entry)
+    assert torch.equal(back, t)
+
+
+def test_a_single_value_costs_one_bit_per_32():
+    t = torch.full((100,), 0.25)
+    payload, entry = codec.encode_tensor(t, ("codebook",))
+    assert len(payload) == 2 + 1 and entry["k"] == 1        # fp16 codebook, 4 bits padded
+
+
+def test_formats_that_hold_nothing_say_so():
+    with pytest.raises(ValueError, match="add 'dense'"):
+        codec.encode_tensor(torch.randn(8, 8), ("pow2",))
+    with pytest.raises(ValueError, match="tuple of format names"):
+        codec.encode_tensor(torch.randn(8, 8), "dense")
+
+
+def fix_crc(body: bytes) -> bytes:
+    import struct
+    import zlib
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_corrupt_payload_with_a_valid_crc_is_a_codec_error_or_decodes():
+    """Damage that the CRC cannot see (the CRC recomputed) never ends in another exception."""
+    model = untrained("lenet300", seed=9)
+    with torch.no_grad():
+        for layer in (model.net[1], model.net[3]):
+            layer.weight.copy_(shared(tuple(layer.weight.shape), 8, seed=2, density=0.1))
+    blob = codec.encode(model, formats=codec.DEFAULT_FORMATS + codec.ENTROPY_FORMATS)
+    start = codec.read_header(blob)["_payload_start"]
+    rng = np.random.default_rng(0)
+    refused = 0
+    for position in rng.integers(start, len(blob) - 4, 40):
+        body = bytearray(blob[:-4])
+        body[position] ^= 0xFF
+        try:
+            codec.decode(fix_crc(bytes(body)))
+        except CodecError:
+            refused += 1
+    assert refused > 0
+    # a header that lies about a payload's size or count is refused by name
+    import json
+    import struct
+    raw = json.loads(blob[9:start])
+    coded = [t for t in raw["tensors"] if t["format"] == "huffman_sparse"]
+    assert coded
+    coded[0]["indices"]["count"] = 10
+    text = json.dumps(raw).encode()
+    body = struct.pack("<4sBI", b"WBNC", codec.VERSION, len(text)) + text + blob[start:-4]
+    with pytest.raises(CodecError):
+        codec.decode(fix_crc(body))

@@ -50,10 +50,21 @@ def test_huffman_is_lossless_smaller_and_travels_with_the_network(pruned_shared)
 
 @pytest.mark.parametrize("cls,kwargs,match", [
     (encode.SparseFormat, {"index_bits": 17}, "index_bits"),
-    (encode.SparseFormat, {"index_bits": 2.5}, "whole number"),
+    (encode.SparseFormat, {"index_bits": 2.5}, "integer"),
     (encode.SparseFormat, {"order": "diagonal"}, "order"),
-    (encode.Huffman, {"index_bits": 1}, "2 to 10"),
+    (encode.Huffman, {"index_bits": 11}, "0 to 10"),
 ])
 def test_bad_settings_are_named(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+def test_sparse_encoding_keeps_a_quantized_layers_own_format():
+    from test_codec_quantized import Affine
+    from torch.nn.utils import parametrize
+    model = untrained("lenet300", seed=8)
+    for layer in (model.net[1], model.net[3], model.net[5]):
+        parametrize.register_parametrization(layer, "weight", Affine(layer.weight.detach()))
+    plain = len(codec.encode(model))
+    assert len(codec.encode(encode.SparseFormat().apply(model))) == plain
+    assert len(codec.encode(encode.Huffman().apply(model))) <= plain

@@ -98,3 +98,16 @@ def test_huffman_is_not_a_default_format_and_model_round_trips():
     assert len(blob) < len(codec.encode(model))
     x = sample_input(model)
     torch.testing.assert_close(codec.decode(blob)(x), model.eval()(x), atol=0, rtol=0)
+
+
+def test_stream_must_end_where_the_file_says():
+    symbols = np.random.default_rng(1).integers(0, 6, 300)
+    table, stream, bits = huffman.encode(symbols, 6)
+    assert np.array_equal(huffman.decode(table, stream, 300, bits=bits), symbols)
+    with pytest.raises(huffman.HuffmanError, match="end at bit"):
+        huffman.decode(table, stream, 299, bits=bits)
+    with pytest.raises(ValueError, match="integers"):
+        huffman.encode(np.array([0.5, 1.7]), 4)
+    one = huffman.encode(np.zeros(3, dtype=int), 2)          # a single 1-bit code "0"
+    with pytest.raises(huffman.HuffmanError, match="match no code"):
+        huffman.decode(one[0], b"\xff", 3)

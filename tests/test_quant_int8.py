@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import sample_input, untrained
-from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
+from torch.ao.quantization import PerChannelMinMaxObserver
 
 from workbench import codec, zoo
 from workbench.quantize import int8

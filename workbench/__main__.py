@@ -42,8 +42,8 @@ def _same_columns(rows: list[dict]) -> list[list[dict]]:
 def _reproduce(args) -> None:
     from . import reproduce
     from .measure import format_table
-    tables = reproduce.deep_compression(args.model, smoke=args.smoke,
-                                        out=args.out or f"deep_compression_{args.model}.wbnc")
+    out = args.out or (None if args.smoke else f"deep_compression_{args.model}.wbnc")
+    tables = reproduce.deep_compression(args.model, smoke=args.smoke, out=out)
     for title, key in (("Summary", "summary"), ("Stage by stage (real file bytes)", "stages"),
                        ("Per layer, ours", "layers"),
                        ("Per layer, Han et al. 2016", "paper_layers")):
@@ -88,8 +88,8 @@ def main(argv=None) -> None:
     p.add_argument("paper", choices=["deep-compression"])
     p.add_argument("--model", required=True, choices=["lenet300", "lenet5"])
     p.add_argument("--smoke", action="store_true", help="tiny subsets, one short round")
-    p.add_argument("--out", help="where to write the compressed file "
-                                 "(default deep_compression_MODEL.wbnc)")
+    p.add_argument("--out", help="where to write the compressed file (default "
+                                 "deep_compression_MODEL.wbnc; none with --smoke)")
     p.add_argument("--json", help="also write the tables as JSON to this path")
     p.set_defaults(run=_reproduce)
 

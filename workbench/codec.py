@@ -25,8 +25,8 @@ A tensor format is a pair of functions in ``FORMATS``:
 
 ``encode`` stores every tensor in the smallest of the formats allowed (and for ``sparse_rel``
 the best bit-width and order), so the bytes of a compressed model are the real length of the
-best file. Float values are stored exactly: in two bytes when every value is a float16 or
-bfloat16 number. Families add their own formats with ``register_format``.
+best file. Float values are stored exactly (up to the sign of a zero): in two bytes when every
+value is a float16 or bfloat16 number. Families add their own formats with ``register_format``.
 
 Reversible compression (pruning masks, fake quantization) is folded into plain weights before
 encoding, so ``decode(encode(m))`` is a plain network with the same outputs as ``m``.
@@ -68,6 +68,10 @@ def _encode_dense(tensor: torch.Tensor, dtype: str | None = None) -> tuple[bytes
 def _decode_dense(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
     stored = getattr(torch, meta.get("stored_dtype", dtype))
     numpy_type = torch.empty(0, dtype=torch.int16 if stored == torch.bfloat16 else stored).numpy().dtype
+    expected = int(np.prod(shape, dtype=np.int64)) * numpy_type.itemsize
+    if len(payload) != expected:
+        raise CodecError(f"corrupt dense payload: {len(payload)} bytes, {list(shape)} values of "
+                         f"{numpy_type.itemsize} bytes need {expected}")
     array = np.frombuffer(payload, dtype=numpy_type.newbyteorder("<")).astype(numpy_type)
     tensor = torch.from_numpy(array.copy())
     if stored == torch.bfloat16:
@@ -97,7 +101,12 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
 
 def as_matrix(tensor: torch.Tensor, order: str) -> torch.Tensor:
     """The tensor as a matrix (rows = first dim), transposed for column order (CSC)."""
-    matrix = tensor.reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.reshape(1, -1)
+    if order not in ("row", "col"):
+        raise ValueError(f"order={order!r}; allowed: 'row' (CSR) or 'col' (CSC)")
+    if tensor.dim() > 1:
+        matrix = tensor.reshape(tensor.shape[0], int(np.prod(tensor.shape[1:], dtype=np.int64)))
+    else:
+        matrix = tensor.reshape(1, -1)
     return matrix.t() if order == "col" else matrix
 
 
@@ -199,8 +208,10 @@ def radix_group(k: int) -> tuple[int, int]:
     k = 3 five digits fit one byte (1.6 bits each, not 2), for k = 5 three fit 7 bits.
     Groups are kept within 32 bits.
     """
-    if k <= 1:
-        return 1, 1
+    if not 1 <= k <= 2 ** 32:
+        raise ValueError(f"k={k} symbols; allowed 1 to 2**32")
+    if k == 1:                   # one symbol carries no information: 32 of them in one bit
+        return 32, 1
     best = None
     for g in range(1, 33):
         bits = int(np.ceil(g * np.log2(k) - 1e-9))
@@ -214,6 +225,9 @@ def radix_group(k: int) -> tuple[int, int]:
 def pack_symbols(symbols: np.ndarray, k: int) -> bytes:
     """Pack integers in [0, k) with ``radix_group(k)`` (see there)."""
     g, bits = radix_group(k)
+    symbols = np.asarray(symbols)
+    if len(symbols) and (symbols.min() < 0 or symbols.max() >= k):
+        raise ValueError(f"symbols must be in [0, {k}); got {symbols.min()}..{symbols.max()}")
     padded = np.zeros(-(-len(symbols) // g) * g, dtype=np.uint64)
     padded[:len(symbols)] = symbols
     weights = np.uint64(k) ** np.arange(g, dtype=np.uint64)
@@ -277,7 +291,7 @@ def _decode_pow2(payload: bytes, shape, dtype: str, meta: dict) -> torch.Tensor:
     count = int(np.prod(shape, dtype=np.int64))
     symbols = torch.from_numpy(unpack_symbols(payload, 1 + 2 * span, count))
     exponent = (symbols - 1) % span + low
-    sign = torch.where(symbols > span, -1.0, 1.0)
+    sign = torch.where(symbols > span, -1.0, 1.0).to(torch.float64)   # any exponent of any dtype
     values = torch.where(symbols > 0, sign * torch.ldexp(torch.full_like(sign, 0.5), exponent), 0.0)
     return values.to(getattr(torch, dtype)).reshape(shape)
 
@@ -311,8 +325,15 @@ def _encode_affine(tensor: torch.Tensor, dtype: str | None = None, hint: dict | 
                    ) -> tuple[bytes, dict]:
     """Integers ``q`` of ``bits`` bits with a scale and zero point per slice of ``axis``
     (per channel) or one of each (per tensor): the value is ``(q - zero_point) * scale``."""
-    scale, zero = hint["scale"].detach().float().reshape(-1), hint["zero_point"].reshape(-1)
+    if "bits" not in hint or "scale" not in hint or "zero_point" not in hint:
+        raise ValueError("an affine hint needs 'scale', 'zero_point' and 'bits'")
+    scale = torch.as_tensor(hint["scale"]).detach().float().reshape(-1)
+    zero = torch.as_tensor(hint["zero_point"]).reshape(-1)
     bits, axis = int(hint["bits"]), int(hint.get("axis", 0))
+    if not 0 <= axis < max(tensor.dim(), 1) or len(zero) != len(scale) \
+            or len(scale) not in (1, tensor.shape[axis] if tensor.dim() else 1):
+        raise ValueError(f"affine hint: {len(scale)} scales and {len(zero)} zero points for "
+                         f"axis {axis} of a tensor of shape {list(tensor.shape)}")
     view = [1] * tensor.dim()
     if len(scale) > 1:
         view[axis] = len(scale)
@@ -353,7 +374,8 @@ def _huffman_stream(symbols: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
 def _read_huffman_stream(payload: bytes, meta: dict) -> np.ndarray:
     head = meta["table_nbytes"]
     try:
-        return huffman.decode(payload[:head], payload[head:meta["nbytes"]], meta["count"])
+        return huffman.decode(payload[:head], payload[head:meta["nbytes"]], meta["count"],
+                              bits=meta["stream_bits"])
     except huffman.HuffmanError as err:
         raise CodecError(str(err)) from err
 
@@ -464,6 +486,8 @@ def register_format(name: str, encoder, decoder, hinted: bool = False) -> None:
     A hinted format is tried only for tensors whose quantizer returns a hint naming it.
     """
     global DEFAULT_FORMATS
+    if name in FORMATS and FORMATS[name] != (encoder, decoder):
+        raise ValueError(f"format {name!r} exists already; choose another name")
     FORMATS[name] = (encoder, decoder)
     if hinted:
         HINTED.add(name)
@@ -536,6 +560,9 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
     the best per tensor.
     """
     formats = DEFAULT_FORMATS if formats is None else formats
+    if isinstance(formats, str):
+        raise ValueError(f"formats={formats!r}: allowed is a tuple of format names, e.g. "
+                         f"('dense',)")
     unknown = [name for name in formats if name not in FORMATS]
     if unknown:
         raise ValueError(f"formats {unknown}; allowed: {', '.join(FORMATS)}")
@@ -564,6 +591,9 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
             continue
         if best is None or len(payload) < len(best[0]):
             best = payload, {"format": name, **meta}
+    if best is None:
+        raise ValueError(f"none of the formats {list(formats)} holds this {tensor.dtype} tensor "
+                         f"of shape {list(tensor.shape)}; add 'dense', which holds any tensor")
     payload, meta = best
     return payload, {"dtype": str(tensor.dtype).removeprefix("torch."),
                      "shape": list(tensor.shape), "nbytes": len(payload), **meta}
@@ -663,8 +693,15 @@ def decode(blob: bytes) -> torch.nn.Module:
         if entry["format"] not in FORMATS:
             raise CodecError(f"tensor {entry['name']} uses format {entry['format']!r}; "
                              f"known formats: {sorted(FORMATS)}")
-        state[entry["name"]] = FORMATS[entry["format"]][1](
-            payload, entry["shape"], entry["dtype"], entry)
+        try:
+            state[entry["name"]] = FORMATS[entry["format"]][1](
+                payload, entry["shape"], entry["dtype"], entry)
+        except CodecError:
+            raise
+        except (ValueError, RuntimeError, IndexError, KeyError, TypeError, AttributeError,
+                OverflowError) as err:     # a header entry or payload that does not add up
+            raise CodecError(f"tensor {entry.get('name')} ({entry['format']}): corrupt payload "
+                             f"or header entry: {err}") from err
     model = models.build(header["arch"], **header["config"])
     for entry in header.get("modules", []):
         if entry["type"] not in models.CUSTOM_MODULES:

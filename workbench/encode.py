@@ -37,10 +37,7 @@ class _Layout(Method):
     order: str = "best"           # "best" | "row" (CSR) | "col" (CSC)
 
     def validate(self):
-        self._check_range("index_bits", 0, 16)
-        if int(self.index_bits) != self.index_bits:
-            raise ValueError(f"{type(self).__name__}.index_bits={self.index_bits!r}: allowed is "
-                             "a whole number from 0 (the best per tensor) to 16")
+        self._check_int("index_bits", 0, 16)       # 0: the best per tensor
         self._check_choice("order", ("best", "row", "col"))
 
     def layout(self) -> dict | None:
@@ -63,8 +60,8 @@ class SparseFormat(_Layout):
                  "zeros)")
 
     def apply(self, model: nn.Module, data=None) -> nn.Module:
-        return with_codec_options(model, ("dense", "sparse_rel", "sparse_codebook", "codebook"),
-                                  self.layout())
+        # every format but entropy coding: quantized layers keep their own (int8, PQ ...)
+        return with_codec_options(model, codec.DEFAULT_FORMATS, self.layout())
 
 
 @dataclass
@@ -77,10 +74,7 @@ class Huffman(_Layout):
 
     def validate(self):
         super().validate()
-        if self.index_bits and not 2 <= self.index_bits <= 10:
-            raise ValueError(f"Huffman.index_bits={self.index_bits!r}: allowed is 0 (the best "
-                             "per tensor) or a whole number from 2 to 10 (an alphabet of 4 to "
-                             "1024 gaps)")
+        self._check_int("index_bits", 0, 10)       # an alphabet of up to 1024 gaps
 
     def apply(self, model: nn.Module, data=None) -> nn.Module:
         return with_codec_options(model, codec.DEFAULT_FORMATS + codec.ENTROPY_FORMATS,

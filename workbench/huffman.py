@@ -77,7 +77,10 @@ def check_lengths(lengths: np.ndarray) -> None:
 
 def encode(symbols: np.ndarray, alphabet: int) -> tuple[bytes, bytes, int]:
     """(code table, bit stream, number of stream bits) of ``symbols`` in [0, alphabet)."""
-    symbols = np.asarray(symbols, dtype=np.int64)
+    symbols = np.asarray(symbols)
+    if symbols.size and not np.issubdtype(symbols.dtype, np.integer):
+        raise ValueError(f"symbols must be integers; got {symbols.dtype}")
+    symbols = symbols.astype(np.int64)
     if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet):
         raise ValueError(f"symbols must be in [0, {alphabet}); got {symbols.min()}..{symbols.max()}")
     lengths = code_lengths(np.bincount(symbols, minlength=alphabet))
@@ -101,26 +104,35 @@ def _code_bits(codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0")
 
 
-def decode(table: bytes, stream: bytes, count: int) -> np.ndarray:
-    """``count`` symbols from a code table and bit stream made by ``encode``."""
+def decode(table: bytes, stream: bytes, count: int, bits: int | None = None) -> np.ndarray:
+    """``count`` symbols from a code table and bit stream made by ``encode``; ``bits``, when
+    given, is where the stream must end (what the file's header says), only zeros after it."""
+    if count < 0:
+        raise ValueError(f"count={count}; allowed: 0 or more symbols")
     lengths = np.frombuffer(table, dtype=np.uint8).astype(np.int64)
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     check_lengths(lengths)
     codes = canonical_codes(lengths)
     lookup = {(int(lengths[s]), codes[s]): s for s in np.flatnonzero(lengths)}
-    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8)).tolist()
-    out, code, length = [], 0, 0
-    for bit in bits:
-        code, length = (code << 1) | bit, length + 1
+    stream_bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8)).tolist()
+    out, code, length, used = [], 0, 0, 0
+    longest = int(lengths.max())
+    for bit in stream_bits:
+        code, length, used = (code << 1) | bit, length + 1, used + 1
         symbol = lookup.get((length, code))
         if symbol is not None:
             out.append(symbol)
             code, length = 0, 0
             if len(out) == count:
                 break
+        elif length > longest:
+            raise HuffmanError(f"corrupt Huffman stream: bits {used - length}..{used} match no code")
     if len(out) < count:
         raise HuffmanError(f"truncated Huffman stream: {len(out)} of {count} symbols decoded")
+    if bits is not None and (used != bits or any(stream_bits[used:])):
+        raise HuffmanError(f"corrupt Huffman stream: the {count} symbols end at bit {used}, the "
+                           f"file says {bits}")
     return np.asarray(out, dtype=np.int64)
 
 
@@ -128,4 +140,4 @@ def entropy_bits(symbols: np.ndarray) -> float:
     """Shannon's bound: ``n * H(p)`` bits, p the symbols' empirical frequencies."""
     counts = np.bincount(np.asarray(symbols, dtype=np.int64))
     p = counts[counts > 0] / max(len(symbols), 1)
-    return float(-(counts[counts > 0] * np.log2(p)).sum())
+    return 0.0 - float((counts[counts > 0] * np.log2(p)).sum())

@@ -15,16 +15,10 @@ command can show the bytes and the accuracy stage by stage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from torch import nn
 
-from . import codec
 from .method import Method, clone_model
-
-# What the last, lossless stage of Deep Compression may use: every format, Huffman included.
-FINAL_FORMATS = codec.DEFAULT_FORMATS + codec.ENTROPY_FORMATS
-
 
 def build_steps(steps) -> list[Method]:
     """The method objects of ``steps`` = [(catalogue id, settings dict), ...]."""
@@ -84,8 +78,12 @@ class Hybrid(Method):
         return self.stages(clone_model(model), data)[-1][1]
 
     def bits_per_weight(self) -> float | None:
-        last = [m for m in self.methods() if hasattr(m, "bits_per_weight")]
-        return last[-1].bits_per_weight() if last else None
+        """The bits of the last step that sets them (lossless encodings keep them)."""
+        for method in reversed(self.methods()):
+            bits = method.bits_per_weight() if hasattr(method, "bits_per_weight") else None
+            if bits is not None:
+                return bits
+        return None
 
 
 @dataclass
@@ -104,7 +102,6 @@ class DeepCompression(Hybrid):
     sliders = {"fc_bits": (2, 8, 1), "conv_bits": (2, 8, 1)}
     archs = ("lenet300", "lenet5", "vgg_small", "resnet20")
     smoke = {"prune": {"rounds": 1, "epochs": 1}, "quant_epochs": 1}
-    final_formats: ClassVar[tuple] = FINAL_FORMATS
 
     prune: dict = field(default_factory=dict)
     fc_bits: int = 5
@@ -115,10 +112,7 @@ class DeepCompression(Hybrid):
 
     def validate(self):
         for name in ("fc_bits", "conv_bits"):
-            self._check_range(name, 2, 16)
-            if int(getattr(self, name)) != getattr(self, name):
-                raise ValueError(f"DeepCompression.{name}={getattr(self, name)!r}: allowed is "
-                                 "a whole number from 2 to 16")
+            self._check_int(name, 2, 16)
         if not isinstance(self.prune, dict):
             raise ValueError(f"DeepCompression.prune={self.prune!r}: allowed is a dict of "
                              "prune.iterative settings")

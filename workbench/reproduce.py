@@ -49,24 +49,22 @@ SETTINGS = {
 TARGETS = {"lenet300": (40, 1.7, 300), "lenet5": (39, 0.85, 1200)}   # x, error %, seconds
 
 
-def layer_bits(entry: dict) -> dict:
-    """Bits per kept weight of a layer's value and of its position, from its header entry."""
-    fmt, nnz = entry["format"], max(entry.get("entries", 0), 1)
+def layer_bits(entry: dict, kept: int) -> dict:
+    """Bits per kept weight of a layer's values (codebook indices) and of their positions
+    (relative indices), filler entries included, from the layer's header entry."""
+    fmt, kept = entry["format"], max(kept, 1)
     if fmt == "huffman_sparse":
-        return {"weight_bits": entry["indices"]["stream_bits"] / nnz,
-                "index_bits": entry["gaps"]["stream_bits"] / nnz, "entries": entry["entries"]}
+        return {"weight_bits": entry["indices"]["stream_bits"] / kept,
+                "index_bits": entry["gaps"]["stream_bits"] / kept}
     if fmt == "sparse_codebook":
         from .codec import radix_group
         g, bits = radix_group(entry["values"]["k"])
-        return {"weight_bits": bits / g, "index_bits": entry["index_bits"],
-                "entries": entry["entries"]}
+        return {"weight_bits": bits / g * entry["entries"] / kept,
+                "index_bits": entry["index_bits"] * entry["entries"] / kept}
     if fmt == "sparse_rel":
-        return {"weight_bits": 8 * entry["nbytes"] / nnz - entry["index_bits"],
-                "index_bits": entry["index_bits"], "entries": entry["entries"]}
-    n = 1
-    for d in entry["shape"]:
-        n *= d
-    return {"weight_bits": 8 * entry["nbytes"] / n, "index_bits": 0.0, "entries": n}
+        index_bits = entry["index_bits"] * entry["entries"] / kept
+        return {"weight_bits": 8 * entry["nbytes"] / kept - index_bits, "index_bits": index_bits}
+    return {"weight_bits": 8 * entry["nbytes"] / kept, "index_bits": 0.0}   # dense layouts
 
 
 def per_layer(model, blobs: dict) -> list[dict]:
@@ -85,7 +83,7 @@ def per_layer(model, blobs: dict) -> list[dict]:
         for stage, key in (("quantized", "pq"), ("huffman", "pqh")):
             entry = headers[stage][f"{name}.weight"]
             bias = headers[stage].get(f"{name}.bias", {"nbytes": 0})["nbytes"]
-            bits = layer_bits(entry)
+            bits = layer_bits(entry, int(w.count_nonzero()))
             row[f"weight_bits_{key}"] = round(bits["weight_bits"], 2)
             row[f"index_bits_{key}"] = round(bits["index_bits"], 2)
             row[f"format_{key}"] = entry["format"]
