@@ -60,6 +60,14 @@ class Method:
             raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
                              f"allowed is an integer from {low} to {high}")
 
+    def _check_whole(self, name: str, low: int, high: float) -> None:
+        """A count that a float slider may send as 16.0: whole numbers only, 2.5 refused."""
+        self._check_range(name, low, high)
+        value = getattr(self, name)
+        if value != int(value):
+            raise ValueError(f"{type(self).__name__}.{name}={value!r}: allowed is a whole "
+                             f"number from {low} to {high}")
+
     def _check_choice(self, name: str, allowed: tuple) -> None:
         value = getattr(self, name)
         if value not in allowed:

@@ -28,15 +28,6 @@ from .surgery import ChannelGroup, channel_groups, layer_io, shrink
 # ------------------------------------------------------------------ shared pieces
 
 
-def check_int(method: Method, name: str, low: int, high: float) -> None:
-    """_check_range for counts: also refuses 2.5 epochs."""
-    method._check_range(name, low, high)
-    value = getattr(method, name)
-    if value != int(value):
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: allowed is a whole number "
-                         f"from {low} to {high}")
-
-
 def require_data(method: Method, data) -> None:
     if data is None:
         raise ValueError(f"{type(method).__name__}.apply needs data (the training Dataset): "
@@ -141,11 +132,11 @@ class APoZ(Method):
 
     def validate(self):
         self._check_range("std_factor", 0.0, 10.0)
-        check_int(self, "rounds", 1, 50)
-        check_int(self, "finetune_epochs", 0, 1000)
+        self._check_whole("rounds", 1, 50)
+        self._check_whole("finetune_epochs", 0, 1000)
         self._check_range("lr", 1e-9, 10.0)
-        check_int(self, "images", 1, 10**6)
-        check_int(self, "seed", 0, 2**31)
+        self._check_whole("images", 1, 10**6)
+        self._check_whole("seed", 0, 2**31)
 
     def settings(self):
         return settings_without_finetune(self)
@@ -185,10 +176,10 @@ class Activity(Method):
 
     def validate(self):
         self._check_range("fraction", 0.0, 0.99)
-        check_int(self, "finetune_epochs", 0, 1000)
+        self._check_whole("finetune_epochs", 0, 1000)
         self._check_range("lr", 1e-9, 10.0)
-        check_int(self, "images", 1, 10**6)
-        check_int(self, "seed", 0, 2**31)
+        self._check_whole("images", 1, 10**6)
+        self._check_whole("seed", 0, 2**31)
 
     def settings(self):
         return settings_without_finetune(self)
@@ -263,7 +254,7 @@ class Merge(Method):
     def validate(self):
         self._check_choice("by", ("fraction", "count"))
         self._check_range("fraction", 0.0, 0.99)
-        check_int(self, "count", 0, 10**6)
+        self._check_whole("count", 0, 10**6)
 
     def settings(self):
         return {"by": self.by, self.by: getattr(self, self.by)}
@@ -330,11 +321,11 @@ class L1Filter(Method):
                 for k, v in self.layer_fractions.items()):
             raise ValueError(f"L1Filter.layer_fractions={self.layer_fractions!r}: allowed is a "
                              "dict of layer name -> fraction from 0 to 0.99")
-        check_int(self, "round_to", 1, 1024)
+        self._check_whole("round_to", 1, 1024)
         self._check_choice("strategy", ("independent", "greedy"))
-        check_int(self, "finetune_epochs", 0, 1000)
+        self._check_whole("finetune_epochs", 0, 1000)
         self._check_range("lr", 1e-9, 10.0)
-        check_int(self, "seed", 0, 2**31)
+        self._check_whole("seed", 0, 2**31)
 
     def settings(self):
         return settings_without_finetune(self)
@@ -455,12 +446,12 @@ class LayerRemoval(Method):
     seed: int = 0
 
     def validate(self):
-        check_int(self, "blocks", 0, 6)
+        self._check_whole("blocks", 0, 6)
         self._check_choice("criterion", ("loss", "accuracy"))
-        check_int(self, "images", 1, 10**6)
-        check_int(self, "finetune_epochs", 0, 1000)
+        self._check_whole("images", 1, 10**6)
+        self._check_whole("finetune_epochs", 0, 1000)
         self._check_range("lr", 1e-9, 10.0)
-        check_int(self, "seed", 0, 2**31)
+        self._check_whole("seed", 0, 2**31)
 
     def settings(self):
         return settings_without_finetune(self)

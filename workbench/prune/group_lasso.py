@@ -30,7 +30,7 @@ from torch import nn
 
 from ..method import Method, clone_model
 from ..train import Hook, Recipe, fit
-from .channels import check_int, finetune, require_data
+from .channels import finetune, require_data
 from .surgery import ChannelGroup, channel_groups, shrink
 
 
@@ -117,11 +117,11 @@ class GroupLasso(Method):
     def validate(self):
         self._check_range("lam", 0.0, 10.0)
         self._check_choice("groups", tuple(KINDS))
-        check_int(self, "epochs", 0, 1000)
+        self._check_whole("epochs", 0, 1000)
         self._check_range("lr", 1e-9, 10.0)
         self._check_range("threshold", 0.0, 1e3)
-        check_int(self, "finetune_epochs", 0, 1000)
-        check_int(self, "seed", 0, 2**31)
+        self._check_whole("finetune_epochs", 0, 1000)
+        self._check_whole("seed", 0, 2**31)
 
     def settings(self):
         params = self.params()

@@ -32,13 +32,6 @@ from .magnitude import magnitude_mask, prunable_layers
 from .surgery import layer_io
 
 
-def _check_int(method: Method, name: str, low: int, high: float) -> None:
-    method._check_range(name, low, high)
-    if int(getattr(method, name)) != getattr(method, name):
-        raise ValueError(f"{type(method).__name__}.{name}={getattr(method, name)!r}: "
-                         f"allowed is a whole number from {low} to {high}")
-
-
 def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     for name, module in prunable_layers(model):
         prune.custom_from_mask(module, "weight", masks[name])
@@ -167,9 +160,9 @@ class OBD(Method):
         self._check_range("sparsity", 0.0, 1.0)
         self._check_choice("estimator", ("fisher", "hutchinson"))
         self._check_choice("scope", ("layer", "global"))
-        _check_int(self, "samples", 1, 1_000_000)
-        _check_int(self, "images", 1, 1_000_000)
-        _check_int(self, "seed", 0, 2 ** 63 - 1)
+        self._check_whole("samples", 1, 1_000_000)
+        self._check_whole("images", 1, 1_000_000)
+        self._check_whole("seed", 0, 2 ** 63 - 1)
 
     def settings(self) -> dict:
         shown = self.params()
@@ -339,9 +332,9 @@ class OBS(Method):
     def validate(self):
         self._check_range("sparsity", 0.0, 1.0)
         self._check_range("step", 0.0, 1.0)
-        _check_int(self, "images", 1, 1_000_000)
+        self._check_whole("images", 1, 1_000_000)
         self._check_range("damp", 0.0, 1e6)
-        _check_int(self, "seed", 0, 2 ** 63 - 1)
+        self._check_whole("seed", 0, 2 ** 63 - 1)
 
     def prune_layer(self, module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:

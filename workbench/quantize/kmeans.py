@@ -205,15 +205,6 @@ class KeepPrunedZero(Hook):
 
 # ------------------------------------------------------------------ methods
 
-def _check_count(method: Method, name: str, low: int, high: int) -> None:
-    """_check_range for counts: whole numbers only (a float slider gives 16.0, accepted)."""
-    method._check_range(name, low, high)
-    value = getattr(method, name)
-    if value != int(value):
-        raise ValueError(f"{type(method).__name__}.{name}={value!r}: allowed is a whole number "
-                         f"from {low} to {high}")
-
-
 @dataclass
 class KMeans(Method):
     """Share ``k`` weights per layer, found by scalar k-means (Gong et al. 2014), no retraining.
@@ -234,12 +225,12 @@ class KMeans(Method):
     max_iter: int = 300
 
     def validate(self):
-        _check_count(self, "k", 2, 2 ** 16)
+        self._check_whole("k", 2, 2 ** 16)
         if self.conv_k is not None:
-            _check_count(self, "conv_k", 2, 2 ** 16)
+            self._check_whole("conv_k", 2, 2 ** 16)
         self._check_choice("init", INITS)
-        _check_count(self, "seed", 0, 2 ** 63 - 1)
-        _check_count(self, "max_iter", 1, 100_000)
+        self._check_whole("seed", 0, 2 ** 63 - 1)
+        self._check_whole("max_iter", 1, 100_000)
 
     def settings(self) -> dict:
         out = {"k": int(self.k), "init": self.init}
@@ -289,9 +280,9 @@ class TrainedKMeans(KMeans):
 
     def validate(self):
         super().validate()
-        _check_count(self, "epochs", 0, 1000)
+        self._check_whole("epochs", 0, 1000)
         self._check_range("lr", 1e-12, 10.0)
-        _check_count(self, "batch_size", 1, 1_000_000)
+        self._check_whole("batch_size", 1, 1_000_000)
         if not isinstance(self.train_biases, bool):
             raise ValueError(f"TrainedKMeans.train_biases={self.train_biases!r}: "
                              "allowed is True or False")
