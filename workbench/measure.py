@@ -31,13 +31,29 @@ def input_shape_of(model: nn.Module, data: Dataset | None = None) -> tuple[int, 
 
 
 @torch.no_grad()
+def probe(model: nn.Module, input_shape: tuple[int, ...], hooks: dict[str, callable]) -> None:
+    """One forward pass of a zero image in eval mode with ``hooks`` (module name ->
+    ``hook(module, inputs, output, name)``) attached; hooks and mode are restored after."""
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda m, i, o, name=name, hook=hook: hook(m, i, o, name)) for name, hook in hooks.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+@torch.no_grad()
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     """One row per Conv2d / Linear layer: params, nonzeros, dense and effective MACs per image.
 
     A module with a ``mac_counts(inputs, output)`` method (e.g. a Winograd convolution) counts
     itself and everything inside it.
     """
-    rows, handles = [], []
+    rows = []
 
     def count(module, inputs, output, name):
         weight = module.weight       # with pruning or parametrization: the effective weight
@@ -53,25 +69,16 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
         rows.append({"layer": name, "type": type(module).__name__, "shape": "-",
                      **module.mac_counts(inputs, output)})
 
-    custom = []
+    custom, hooks = [], {}
     for name, module in model.named_modules():
         if any(name.startswith(p + ".") for p in custom):
             continue                  # counted by the custom module that contains it
         if hasattr(module, "mac_counts"):
             custom.append(name)
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, name=name: count_custom(m, i, o, name)))
+            hooks[name] = count_custom
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, name=name: count(m, i, o, name)))
-    was_training = model.training
-    model.eval()
-    try:
-        model(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+            hooks[name] = count
+    probe(model, input_shape, hooks)
     return rows
 
 

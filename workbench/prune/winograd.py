@@ -40,6 +40,7 @@ from torch.nn.utils import prune
 
 from ..method import Method, clone_model
 from ..models import register_module, replace_module
+from ..measure import probe
 from ..train import Recipe, fit
 from .magnitude import magnitude_mask
 
@@ -192,7 +193,7 @@ def multiplications(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict
     ``winograd``: dense F(2x2, 3x3), 16 per tile (4 per output pixel);
     ``sparse_winograd``: only nonzero U entries. The ``x`` columns are reductions.
     """
-    rows, handles = [], []
+    rows = []
 
     def count(module, inputs, output, name):
         n_out, n_in = module.U.shape[:2]
@@ -201,17 +202,8 @@ def multiplications(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict
                      "spatial": n_out * n_in * 9 * output.shape[2] * output.shape[3],
                      "winograd": counts["macs"], "sparse_winograd": counts["effective_macs"]})
 
-    for name, m in model.named_modules():
-        if isinstance(m, WinogradConv2d):
-            handles.append(m.register_forward_hook(lambda m, i, o, n=name: count(m, i, o, n)))
-    was_training = model.training
-    model.eval()
-    try:
-        model(torch.zeros(1, *input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    probe(model, input_shape, {name: count for name, m in model.named_modules()
+                               if isinstance(m, WinogradConv2d)})
     if rows:
         rows.append({"layer": "total", "density": None,
                      **{k: sum(r[k] for r in rows) for k in ("spatial", "winograd",
