@@ -1,16 +1,49 @@
-"""Command line: python -m workbench survey | zoo list | zoo train NAME | bench NAME |
-reproduce deep-compression --model NAME."""
+"""Command line: python -m workbench survey | zoo list | zoo train NAME... | bench NAME |
+reproduce deep-compression --model NAME.
+
+A user's mistake (a mistyped command, a bad name or setting, a missing or corrupt data file or
+checkpoint) ends with one line on stderr saying what is wrong and what to do, and exit
+status 2; a Python traceback means a bug in the workbench.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
+PROG = "python -m workbench"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        fail(f"{message} (see '{self.prog} -h')")
+
+
+def fail(message: str):
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that report a user's mistake rather than a bug."""
+    from .data import DataError
+    from .zoo import CheckpointError
+    return (ValueError, DataError, CheckpointError, FileNotFoundError, PermissionError,
+            IsADirectoryError)
+
 
 def _zoo(args) -> None:
     from . import zoo
     if args.action == "train":
-        zoo.train(args.name, epochs=args.epochs, progress=not args.quiet)
+        for name in args.names:          # all names checked before hours of training start
+            zoo.dataset_of(name)
+        for name in args.names:          # a queue: one network after another
+            if args.skip_trained and name in zoo.manifest():
+                print(f"{name}: in the zoo already, skipped", file=sys.stderr)
+                continue
+            zoo.train(name, epochs=args.epochs, progress=not args.quiet)
     else:
         from .measure import format_table
         print(format_table(zoo.table()))
@@ -60,7 +93,7 @@ def _survey(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workbench")
+    parser = Parser(prog=PROG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("survey", help="every method at its defaults, the zoo, what is missing")
@@ -73,9 +106,12 @@ def main(argv=None) -> None:
 
     p = sub.add_parser("zoo", help="list or train the model zoo")
     p.add_argument("action", choices=["list", "train"])
-    p.add_argument("name", nargs="?")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="networks to train, one after another")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--skip-trained", action="store_true",
+                   help="skip networks that have a checkpoint (to continue a queue)")
     p.set_defaults(run=_zoo)
 
     p = sub.add_parser("bench", help="measured figures for an issue's targets")
@@ -94,12 +130,14 @@ def main(argv=None) -> None:
     p.set_defaults(run=_reproduce)
 
     args = parser.parse_args(argv)
-    if args.command == "zoo" and args.action == "train" and not args.name:
-        parser.error("zoo train needs a NAME: lenet300, lenet5, vgg_small, resnet20")
+    if args.command == "zoo" and args.action == "train" and not args.names:
+        from .models import ARCHITECTURES
+        parser.error(f"zoo train needs a NAME: {', '.join(ARCHITECTURES)}")
+
     try:
         args.run(args)
-    except ValueError as err:      # a bad name or setting: say what is allowed, no traceback
-        parser.error(str(err))
+    except user_errors() as err:   # say what is wrong and what is allowed, no traceback
+        fail(err)
 
 
 if __name__ == "__main__":
