@@ -1,6 +1,11 @@
 """quant.int8: affine weights against torch.ao's fake quantization and observers, the
 from-scratch integer kernels against exact arithmetic, torch.ao's quantized ops and
-onnxruntime's QLinearConv, and a small network end to end through onnxruntime."""
+onnxruntime's QLinearConv / QGemm (also on LeNet-300-100's first layer with MNIST test digits),
+and a small network end to end through onnxruntime.
+
+The weights are in [-64, 64] (``reduce_range``, the default): with full int8 weights, x86 CPUs
+without VNNI (AVX2) saturate pairs of products in int16 inside onnxruntime's kernels, and its
+integers are not the exact ones (the module docstring of ``workbench.quantize.int8``)."""
 from __future__ import annotations
 
 import onnx
@@ -20,12 +25,14 @@ def weight(shape=(16, 8, 3, 3), seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 0.1
 
 
+@pytest.mark.parametrize("reduce_range", [True, False])
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 @pytest.mark.parametrize("weights", ["symmetric", "asymmetric"])
-def test_weights_equal_torch_fake_quantize(granularity, weights):
+def test_weights_equal_torch_fake_quantize(granularity, weights, reduce_range):
     w = weight()
-    scale, zero_point = int8.weight_qparams(w, granularity, weights)
-    qmin, qmax = int8.WEIGHT_RANGE[weights]
+    scale, zero_point = int8.weight_qparams(w, granularity, weights, reduce_range)
+    qmin, qmax = int8.weight_range(weights, reduce_range)
+    assert (qmin, qmax) == ((-64, 64) if reduce_range else int8.WEIGHT_RANGE[weights])
     assert scale.shape == zero_point.shape == ((16,) if granularity == "per_channel" else (1,))
     fq = int8.AffineWeight(scale, zero_point, qmin, qmax)(w)
     assert torch.equal(fq, torch.fake_quantize_per_channel_affine(
@@ -33,8 +40,8 @@ def test_weights_equal_torch_fake_quantize(granularity, weights):
     if granularity == "per_tensor":
         assert torch.equal(fq, torch.fake_quantize_per_tensor_affine(
             w, float(scale[0]), int(zero_point[0]), qmin, qmax))
-    # At most 2^8 levels per channel, and the error of each weight under half a step.
-    assert max(len(fq[c].unique()) for c in range(len(fq))) <= 256
+    # At most qmax - qmin + 1 levels per channel, and the error of each weight under half a step.
+    assert max(len(fq[c].unique()) for c in range(len(fq))) <= qmax - qmin + 1
     inside = (w / scale.view(-1, 1, 1, 1) + zero_point.view(-1, 1, 1, 1)).abs() <= qmax
     assert ((fq - w).abs() <= scale.view(-1, 1, 1, 1) / 2 + 1e-7)[inside].all()
 
@@ -43,14 +50,18 @@ def test_scales_come_from_the_observers():
     w = weight()
     scale, zero_point = int8.weight_qparams(w, "per_channel", "symmetric")
     assert torch.equal(zero_point, torch.zeros(16, dtype=torch.int32))
-    torch.testing.assert_close(scale, w.abs().flatten(1).amax(1) / 127)   # ONNX Runtime's rule
-    observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, quant_min=-128,
-                                        quant_max=127, qscheme=torch.per_channel_affine)
-    observer(w)
-    expected_scale, expected_zp = observer.calculate_qparams()
-    scale, zero_point = int8.weight_qparams(w, "per_channel", "asymmetric")
-    assert torch.equal(scale, expected_scale.float())
-    assert torch.equal(zero_point, expected_zp.to(torch.int32))
+    # ONNX Runtime's rules: max|w| / 64 with reduce_range (exact: a power of two), else / 127.
+    assert torch.equal(scale, w.abs().flatten(1).amax(1) / 64)
+    scale, _ = int8.weight_qparams(w, "per_channel", "symmetric", reduce_range=False)
+    torch.testing.assert_close(scale, w.abs().flatten(1).amax(1) / 127)
+    for reduce_range, (qmin, qmax) in ((False, (-128, 127)), (True, (-64, 64))):
+        observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, quant_min=qmin,
+                                            quant_max=qmax, qscheme=torch.per_channel_affine)
+        observer(w)
+        expected_scale, expected_zp = observer.calculate_qparams()
+        scale, zero_point = int8.weight_qparams(w, "per_channel", "asymmetric", reduce_range)
+        assert torch.equal(scale, expected_scale.float())
+        assert torch.equal(zero_point, expected_zp.to(torch.int32))
 
 
 def test_parametrization_keeps_the_shadow_weight_and_passes_gradients():
@@ -62,7 +73,8 @@ def test_parametrization_keeps_the_shadow_weight_and_passes_gradients():
     hint = layer.parametrizations.weight[0].codec_hint()
     assert hint["format"] == "affine" and hint["bits"] == 8 and hint["axis"] == 0
     integers = layer.weight / hint["scale"].view(-1, 1) + hint["zero_point"].view(-1, 1)
-    assert torch.equal(integers.round(), integers.round().clamp(-127, 127))
+    assert torch.equal(integers.round(), integers.round().clamp(-64, 64))
+    assert integers.round().abs().max() == 64                   # the range is used
     torch.testing.assert_close(integers, integers.round(), atol=1e-3, rtol=0)
     layer.weight.sum().backward()                               # straight-through estimator
     assert torch.equal(original.grad, torch.ones_like(original))
@@ -119,6 +131,8 @@ def test_apply_contract_and_file_round_trip(granularity):
         Int8(granularity="per_row")
     with pytest.raises(ValueError, match="calibration"):
         Int8(calibration=0)
+    with pytest.raises(ValueError, match="reduce_range"):
+        Int8(reduce_range="yes")
     with pytest.raises(ValueError, match="training set"):
         Int8().apply(model)
 
@@ -163,8 +177,8 @@ def _quantized_conv(seed=0, stride=1, padding=1, c_in=8, c_out=16, k=3, size=9):
     torch.manual_seed(seed)
     conv = torch.nn.Conv2d(c_in, c_out, k, stride, padding)
     x = torch.relu(torch.randn(2, c_in, size, size))
-    w_scale, w_zp = int8.weight_qparams(conv.weight)
-    wq = int8.quantize_tensor(conv.weight.detach(), w_scale, w_zp, -127, 127, axis=0)
+    w_scale, w_zp = int8.weight_qparams(conv.weight)              # the method's default range
+    wq = int8.quantize_tensor(conv.weight.detach(), w_scale, w_zp, *int8.weight_range(), axis=0)
     x_scale, x_zp = float(x.max()) / 255, 0
     xq = int8.quantize_tensor(x, x_scale, x_zp)
     bias_q = int8.quantize_bias(conv.bias.detach(), x_scale, w_scale)
@@ -233,6 +247,70 @@ def test_int8_linear_matches_onnxruntime_and_torch_ao():
     assert (ours.flatten(1) - ao).abs().max() <= 1
 
 
+def test_weight_range_keeps_int16_pairs_exact_in_onnxruntime():
+    """The worst case for x86's vpmaddubsw (u8 x s8 pairs summed into a saturating int16):
+    every input 255, every weight at the end of its range. [-64, 64] cannot saturate, so
+    onnxruntime gives the exact integers on any CPU; full int8 weights give either the exact
+    integers (VNNI, ARM) or the saturated ones (AVX2 without VNNI), nothing else."""
+    reduced, full = int8.weight_range(), int8.weight_range(reduce_range=False)
+    assert int8.pair_sum_bound(*reduced) == 2 * 255 * 64 <= int8.INT16_MAX
+    assert int8.pair_sum_bound(*full) == 2 * 255 * 127 > int8.INT16_MAX
+    k = 64
+    xq = torch.full((1, k, 1, 1), 255, dtype=torch.int32)
+    for (qmin, qmax), y_scale in ((reduced, 2 ** 14), (full, 2 ** 15)):
+        wq = torch.stack([torch.full((k,), qmax), torch.full((k,), qmin),
+                          torch.tensor([qmax, qmin] * (k // 2))]).view(3, k, 1, 1)
+        ones, zeros = torch.ones(3), torch.zeros(3, dtype=torch.int32)
+        ort = int8.ort_qlinear_conv(xq, 1.0, 0, wq, ones, zeros, zeros, y_scale, 128).flatten()
+        exact = torch.round(torch.tensor([k * 255 * qmax, k * 255 * qmin, 0]) / y_scale) + 128
+        pair = torch.tensor([2 * 255 * qmax, 2 * 255 * qmin, 0]).clamp(-2 ** 15, 2 ** 15 - 1)
+        saturated = torch.round(pair * (k // 2) / y_scale) + 128
+        if (qmin, qmax) == reduced:
+            assert torch.equal(ort, exact.int())
+        else:
+            assert torch.equal(ort, exact.int()) or torch.equal(ort, saturated.int())
+
+
+def test_lenet300_fc1_on_mnist_test_digits_matches_onnxruntime(mnist_test_small):
+    """The first Linear of the pretrained LeNet-300-100 on 500 real MNIST test digits: our
+    integer kernels against onnxruntime's QGemm (the fused QDQ graph quantize_static writes)
+    and QLinearConv, on the same integers. Equal except at rounding ties (0.02% here)."""
+    q = Int8(calibration=256).apply(zoo.pretrained("lenet300"), _mnist_train())
+    name, fc1 = next(iter(int8.quantizable_layers(q)))
+    assert name == "net.1" and isinstance(fc1, torch.nn.Linear) and fc1.in_features == 784
+    p = int8.affine_parametrization(fc1)
+    with torch.no_grad():
+        wq = p.integers(fc1.parametrizations.weight.original).to(torch.int32)
+    x_scale, x_zp = float(p.input_scale), int(p.input_zero_point)
+    xq = int8.quantize_tensor(mnist_test_small.tensors()[0].flatten(1), x_scale, x_zp)
+    bias_q = int8.quantize_bias(fc1.bias.detach(), x_scale, p.scale)
+    # fc1's output, after the ReLU, is fc2's input: its calibrated range (zero point 0, so
+    # clamping at 0 is the ReLU, as the runtime fuses it).
+    following = int8.affine_parametrization(q.net[3])
+    y_scale, y_zp = float(following.input_scale), int(following.input_zero_point)
+    assert y_zp == 0
+    acc = int8.int8_linear(xq, x_zp, wq, p.zero_point, bias_q)
+    multiplier = x_scale * p.scale.double() / y_scale
+    m0, shift = int8.quantize_multiplier(multiplier)
+    ours = int8.requantize(acc, m0, shift, y_zp)
+    assert 0.1 < (ours > 0).float().mean() < 0.9 and ours.max() > 100     # a live layer
+
+    qdq = int8.qdq_linear_model(x_scale, x_zp, wq, p.scale, p.zero_point, bias_q, y_scale, y_zp)
+    assert int8.fused_ops(qdq) == ["QGemm"]                    # one integer kernel
+    gemm = int8.ort_qdq_linear(xq, x_scale, x_zp, wq, p.scale, p.zero_point, bias_q, y_scale,
+                               y_zp)
+    conv = int8.ort_qlinear_conv(xq.view(-1, 784, 1, 1), x_scale, x_zp, wq.view(300, 784, 1, 1),
+                                 p.scale, p.zero_point, bias_q, y_scale, y_zp).view(-1, 300)
+    exact = acc.double() * multiplier                           # before the zero point
+    near_tie = (exact - exact.floor() - 0.5).abs() <= 2.0 ** -shift.double() + 1e-4
+    for ort in (gemm, conv):
+        assert ort.shape == ours.shape
+        differ = ours != ort
+        assert (ours - ort).abs().max() <= 1
+        assert differ.float().mean() < 0.001                    # 27 of 150,000 on AVX2
+        assert near_tie[differ & (exact > -0.5) & (exact < 255.5)].all()
+
+
 # ------------------------------------------------------------------ end to end
 
 def test_tiny_model_end_to_end_through_onnxruntime(mnist_test_small):
@@ -247,6 +325,14 @@ def test_tiny_model_end_to_end_through_onnxruntime(mnist_test_small):
     assert len(int8_bytes) < len(fp32_bytes) / 3
     # ONNX Runtime's calibration of the input agrees with ours (same images, min/max).
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    # ONNX Runtime's weight integers are ours (no BatchNorm to fold in LeNet-5).
+    assert int8.quantization_settings(q) == {"granularity": "per_channel",
+                                             "weights": "symmetric", "reduce_range": True}
+    for name, layer in int8.quantizable_layers(q):
+        with torch.no_grad():
+            integers = int8.affine_parametrization(layer).integers(
+                layer.parametrizations.weight.original)
+        assert torch.equal(torch.tensor(inits[f"{name}.weight_quantized"]).float(), integers)
     first_q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
     ours = q.features[0].parametrizations.weight[0]
     assert float(inits[first_q.input[1]]) == pytest.approx(float(ours.input_scale), rel=1e-5)
