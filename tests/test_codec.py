@@ -261,7 +261,8 @@ def test_sparse_sizes_by_hand():
     assert len(rel) == -(-entries * bits // 8) + 4 * entries
     # the chosen bit-width is the best of all widths for that order
     for other in range(1, 17):
-        p, _ = codec._encode_sparse_rel(tensor, order=entry["order"], index_bits=other)
+        p, _ = codec.FORMATS["sparse_rel"].encode(tensor, None, order=entry["order"],
+                                                   index_bits=other)
         assert len(rel) <= len(p)
 
 

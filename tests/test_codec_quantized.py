@@ -89,7 +89,7 @@ def test_pow2_format_stores_sign_and_exponent_only():
     assert len(payload) == -(-(-(-tensor.numel() // g)) * bits // 8)
     # a value that is not a power of two is refused, and the best format is then another one
     with pytest.raises(ValueError):
-        codec._encode_pow2(tensor + 0.3)
+        codec.FORMATS["pow2"].encode(tensor + 0.3)
 
 
 @pytest.mark.parametrize("half", [None, torch.bfloat16])
@@ -190,25 +190,24 @@ def test_registered_format_is_tried_and_decoded():
 
     def encoder(tensor, dtype, hint=None):
         calls.append(hint)
-        return codec._encode_dense(tensor[:1])[0], {}
+        return codec.FORMATS["dense"].encode(tensor[:1])[0], {}
 
     def decoder(payload, shape, dtype, meta):
-        first = codec._decode_dense(payload, [1, *shape[1:]], dtype, meta)
+        first = codec.FORMATS["dense"].decode(payload, [1, *shape[1:]], dtype, meta)
         return first.expand(shape).clone()
 
-    saved = dict(codec.FORMATS), set(codec.HINTED), codec.DEFAULT_FORMATS
+    saved = dict(codec.FORMATS)          # the one registry: restoring it undoes everything
     try:
         codec.register_format("repeat_row", encoder, decoder, hinted=True)
+        assert "repeat_row" in codec.DEFAULT_FORMATS
         tensor = torch.randn(1, 30).expand(40, 30).clone()
         _, entry, back = round_trip(tensor, None, {"format": "repeat_row"})
         assert entry["format"] == "repeat_row" and torch.equal(back, tensor)
         assert calls == [{"format": "repeat_row"}]
     finally:
         codec.FORMATS.clear()
-        codec.FORMATS.update(saved[0])
-        codec.HINTED.clear()
-        codec.HINTED.update(saved[1])
-        codec.DEFAULT_FORMATS = saved[2]
+        codec.FORMATS.update(saved)
+    assert "repeat_row" not in codec.DEFAULT_FORMATS
 
 
 def test_pow2_keeps_every_exponent_of_every_dtype():

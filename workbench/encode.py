@@ -8,23 +8,32 @@ shared layer's values as codebook indices. ``Huffman`` (``encode.huffman``) adds
 Compression's third stage: the gaps and the codebook indices Huffman-coded (Huffman 1952),
 the code tables in the file (see ``workbench.huffman``).
 
-Both return a copy of the network, identical in every weight, that carries its encoding in
-``codec_options``; ``codec.encode`` (and so ``measure.report``'s bytes) uses it, and any later
-method keeps it. ``decode`` gives back a network with identical outputs.
+Both return a copy of the network, identical in every weight, that carries its encoding as the
+attachment ``codec_options`` (``models.attached(model, "codec_options")``): it is in the
+state dict, so any later method and the file keep it, and ``codec.encode`` (and so
+``measure.report``'s bytes) uses it. ``decode`` gives back a network with identical outputs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
-from . import codec
-from .method import Method, clone_model
+from .method import Choice, Int, Method, Tags, clone_model, knob
+from .models import attach
 
 
-def with_codec_options(model: nn.Module, formats: tuple, layout: dict | None) -> nn.Module:
+def _attach(model: nn.Module, entropy: bool, layout: dict | None) -> None:
+    # What was chosen, not a list of format names: formats registered later (binary,
+    # factorized ...) are then used for such a network too.
+    attach(model, "codec_options", {"entropy": entropy, **({"layout": layout} if layout else {})})
+
+
+def with_codec_options(model: nn.Module, entropy: bool, layout: dict | None) -> nn.Module:
+    """A copy of ``model`` that the codec stores with entropy coding or not, and ``layout``."""
     out = clone_model(model)
-    out.codec_options = {"formats": tuple(formats), "layout": layout or None}
+    _attach(out, entropy, layout)
     return out
 
 
@@ -32,13 +41,10 @@ def with_codec_options(model: nn.Module, formats: tuple, layout: dict | None) ->
 class _Layout(Method):
     """The layout knobs shared by both encodings."""
     sliders = {"index_bits": (0, 16, 1)}
+    effects = ("encoding", "same_outputs")
 
-    index_bits: int = 0           # bits of a relative index; 0: the best per tensor
-    order: str = "best"           # "best" | "row" (CSR) | "col" (CSC)
-
-    def validate(self):
-        self._check_int("index_bits", 0, 16)       # 0: the best per tensor
-        self._check_choice("order", ("best", "row", "col"))
+    index_bits: int = knob(0, Int(0, 16))    # bits of a relative index; 0: the best per tensor
+    order: str = knob("best", Choice(("best", "row", "col")))   # row: CSR, col: CSC
 
     def layout(self) -> dict | None:
         out = {}
@@ -48,8 +54,15 @@ class _Layout(Method):
             out["order"] = self.order
         return out or None
 
-    def bits_per_weight(self) -> None:
-        return None       # lossless: the bits per weight are those of the network it is given
+    def tags(self) -> Tags:
+        # lossless; the bits per weight are those of the network it is given
+        return Tags(lossless=True)
+
+    entropy: ClassVar[bool] = False       # Huffman-code the streams
+
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        _attach(model, self.entropy, self.layout())
+        return model
 
 
 @dataclass
@@ -59,9 +72,7 @@ class SparseFormat(_Layout):
     reference = ("Han, Mao, Dally 2016, Deep Compression, sec. 2 (relative indices, filler "
                  "zeros)")
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        # every format but entropy coding: quantized layers keep their own (int8, PQ ...)
-        return with_codec_options(model, codec.DEFAULT_FORMATS, self.layout())
+    # every format but entropy coding: quantized layers keep their own (int8, PQ ...)
 
 
 @dataclass
@@ -72,13 +83,9 @@ class Huffman(_Layout):
                  "Han, Mao, Dally 2016, Deep Compression, sec. 4")
     sliders = {"index_bits": (0, 10, 1)}
 
-    def validate(self):
-        super().validate()
-        self._check_int("index_bits", 0, 10)       # an alphabet of up to 1024 gaps
+    index_bits: int = knob(0, Int(0, 10))    # an alphabet of up to 1024 gaps; 0: the best
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        return with_codec_options(model, codec.DEFAULT_FORMATS + codec.ENTROPY_FORMATS,
-                                  self.layout())
+    entropy = True
 
 
 METHODS = (SparseFormat, Huffman)
