@@ -1,19 +1,266 @@
-"""The method contract shared by every catalogue id.
+"""The method contract shared by every catalogue id (version 2).
 
 A method is a dataclass of its hyperparameters (all knobs in the constructor, no logic there,
-as in scikit-learn estimators). ``apply(model, data=None)`` returns a new compressed network
-and never touches its input (the ``inplace=False`` habit of torch.ao), so a notebook slider can
-apply a method to the same base model again and again. Invalid hyperparameters raise a
-ValueError in ``__post_init__`` that names the field, the value and what is allowed.
+as in scikit-learn estimators). Each field declares its *domain* with ``knob(default,
+domain)``; one validator checks every field against it when the method is made, so a bad
+value fails at once with a ValueError that names the field, the value and what is allowed, and
+the contract test can try values outside every domain.
+
+``apply(model, data=None)`` is the same for every method: it checks that the method supports
+the model (``supports``, decided from the model's layers, never from a zoo name) and has the
+data it needs, then calls ``compress`` on a private copy, so the input is never touched (the
+``inplace=False`` habit of torch.ao) and a notebook slider can apply a method to the same base
+model again and again. A method writes only ``compress`` (and, when it needs to, ``tags``,
+``supports``, ``check_model`` and ``validate`` for rules between fields).
+
+What a method can do is asked of the instance (``tags()``, ``supports(model)``), in the spirit
+of scikit-learn's estimator tags: whether it needs data *with these settings*, whether it is
+lossless, its bits per weight. Methods that train derive from ``TrainingMethod``, which
+declares the training knobs once and trains through ``train.fit``.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
-from typing import ClassVar
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+# ------------------------------------------------------------------ field domains
+
+
+class Domain:
+    """What a field accepts. ``check`` returns the value (normalized, e.g. 16.0 -> 16) or
+    raises ValueError; ``bad_values`` lists values that must be refused (contract test)."""
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def bad_values(self) -> list:
+        return []
+
+
+class Invalid(ValueError):
+    """Raised by a domain; the method turns it into a message naming the field. Its text,
+    if any, says what was wrong inside a nested value."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Real(Domain):
+    """A real number in [low, high]; NaN, booleans and strings are refused, infinity too
+    unless it is a bound."""
+    low: float = -math.inf
+    high: float = math.inf
+
+    def check(self, value):
+        if not _is_number(value) or math.isnan(value) or not self.low <= value <= self.high:
+            raise Invalid
+        return value
+
+    def describe(self):
+        return f"a number from {self.low} to {self.high}"
+
+    def bad_values(self):
+        out = ["x", None, True, float("nan"), [self.low]]
+        if self.low > -math.inf:
+            out.append(self.low - max(1.0, abs(self.low)))
+        if self.high < math.inf:
+            out += [self.high + max(1.0, abs(self.high)), math.inf]
+        return out
+
+
+@dataclass(frozen=True)
+class Int(Domain):
+    """A whole number in [low, high]. A float slider may send 16.0: whole floats are taken
+    (and stored as int), 2.5 is refused."""
+    low: int = 0
+    high: int = 2**31 - 1
+
+    def check(self, value):
+        if not _is_number(value) or (isinstance(value, float) and not value.is_integer()) \
+                or not self.low <= value <= self.high:
+            raise Invalid
+        return int(value)
+
+    def describe(self):
+        return f"a whole number from {self.low} to {self.high}"
+
+    def bad_values(self):
+        return ["x", None, True, float("nan"), math.inf, self.low + 0.5, self.low - 1,
+                self.high + 1]
+
+
+@dataclass(frozen=True)
+class Choice(Domain):
+    """One of a few named options."""
+    options: tuple
+
+    def check(self, value):
+        if isinstance(value, bool) or value not in self.options:
+            raise Invalid
+        return value
+
+    def describe(self):
+        return "one of " + ", ".join(map(repr, self.options))
+
+    def bad_values(self):
+        return [v for v in ("no-such-choice", 3, True) if v not in self.options]
+
+
+@dataclass(frozen=True)
+class Flag(Domain):
+    def check(self, value):
+        if not isinstance(value, bool):
+            raise Invalid
+        return value
+
+    def describe(self):
+        return "True or False"
+
+    def bad_values(self):
+        return ["yes", 2, None]
+
+
+@dataclass(frozen=True)
+class Name(Domain):
+    """A module name of the network (checked against the model in ``check_model``)."""
+
+    def check(self, value):
+        if not isinstance(value, str):
+            raise Invalid
+        return value
+
+    def describe(self):
+        return "a layer name such as 'net.1'"
+
+    def bad_values(self):
+        return [5, None, ["net.1"]]
+
+
+@dataclass(frozen=True)
+class Optional(Domain):
+    """None, or a value of ``inner``."""
+    inner: Domain
+
+    def check(self, value):
+        return None if value is None else self.inner.check(value)
+
+    def describe(self):
+        return f"None or {self.inner.describe()}"
+
+    def bad_values(self):
+        return [v for v in self.inner.bad_values() if v is not None]
+
+
+@dataclass(frozen=True)
+class Seq(Domain):
+    """A tuple (a list is taken) of ``min_len`` to ``max_len`` values of ``item``."""
+    item: Domain
+    min_len: int = 0
+    max_len: int = 10**6
+
+    def check(self, value):
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (tuple, list)) \
+                or not self.min_len <= len(value) <= self.max_len:
+            raise Invalid
+        return tuple(self.item.check(v) for v in value)
+
+    def describe(self):
+        return (f"a tuple of {self.min_len} to {self.max_len} values, each "
+                f"{self.item.describe()}")
+
+    def bad_values(self):
+        good = _example(self.item)
+        out = ["x", 5, None, {"a": good}]
+        out += [(bad,) * max(self.min_len, 1) for bad in self.item.bad_values()[:3]]
+        if self.min_len > 0:
+            out.append(())
+        return out
+
+
+@dataclass(frozen=True)
+class Mapping(Domain):
+    """A dict from layer names to values of ``value`` (names checked in ``check_model``)."""
+    value: Domain
+
+    def check(self, value):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise Invalid
+        return {k: self.value.check(v) for k, v in value.items()}
+
+    def describe(self):
+        return f"a dict {{layer name: {self.value.describe()}}}"
+
+    def bad_values(self):
+        return [5, None, "x", {3: _example(self.value)}] + \
+            [{"net.1": bad} for bad in self.value.bad_values()[:3]]
+
+
+def _example(domain: Domain):
+    """A value the domain accepts (to build bad containers around)."""
+    if isinstance(domain, (Real, Int)):
+        return domain.low if domain.low > -math.inf else 0
+    if isinstance(domain, Choice):
+        return domain.options[0]
+    if isinstance(domain, Flag):
+        return True
+    if isinstance(domain, Optional):
+        return None
+    return "net.1"
+
+
+def knob(default, domain: Domain, **kwargs):
+    """A hyperparameter field with its domain (mutable defaults are copied per instance)."""
+    metadata = {"domain": domain}
+    if isinstance(default, (dict, list, set)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata,
+                     **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+def domain_of(cls, name: str) -> Domain | None:
+    """The domain of field ``name``: its own, or that of the same field in a base class (a
+    subclass may redeclare ``epochs: int = 5`` to change only the default)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "domain" in f.metadata:
+            return f.metadata["domain"]
+    return None
+
+
+# ------------------------------------------------------------------ tags and effects
+
+
+@dataclass(frozen=True)
+class Tags:
+    """What a method does with its current settings (scikit-learn's estimator tags)."""
+    needs_data: bool = False        # apply() needs the training set (it trains or samples)
+    lossless: bool = False          # the network computes exactly what its input computed
+    bits_per_weight: float | None = None   # nominal bits of a stored weight, if it sets them
+
+
+# What a method may be declared to do at its smoke settings; the contract test checks it.
+EFFECTS = {
+    "fewer_nonzeros": "fewer nonzero parameters than its input",
+    "fewer_bytes": "a smaller encoded file than its input",
+    "fewer_macs": "fewer multiply-accumulates per image than its input",
+    "smaller_module": "fewer parameters than its input (a physically smaller network)",
+    "different_outputs": "outputs that differ from its input's",
+    "same_outputs": "exactly the outputs of its input (lossless)",
+    "encoding": "an encoding attached to the network that its input did not carry",
+}
+
+
+# ------------------------------------------------------------------ the contract
 
 
 @dataclass
@@ -22,22 +269,63 @@ class Method:
     reference: ClassVar[str] = ""
     # field -> (low, high, step): the ranges a notebook slider may set
     sliders: ClassVar[dict[str, tuple[float, float, float]]] = {}
-    needs_data: ClassVar[bool] = False     # apply() needs the training set (it trains/samples)
-    # The zoo architectures the method applies to (e.g. Winograd needs 3x3 convolutions).
-    archs: ClassVar[tuple[str, ...]] = ("lenet300", "lenet5", "vgg_small", "resnet20")
-    # Hyperparameters that make apply() take about a second on a few hundred images: used by
-    # the contract test and by smoke runs of the notebooks. Never the defaults of a lesson.
+    # Settings that make apply() take about a second on a few hundred images: used by the
+    # contract test and by smoke runs of the notebooks. Never the defaults of a lesson.
     smoke: ClassVar[dict] = {}
+    # What apply() must do at the smoke settings (keys of EFFECTS), so that a stub fails.
+    effects: ClassVar[tuple[str, ...]] = ()
+    # What a supported network must contain, for the error when it does not.
+    requires: ClassVar[str] = "Conv2d or Linear layers"
 
     def __post_init__(self):
+        for f in fields(self):
+            domain = domain_of(type(self), f.name)
+            if domain is None:
+                continue
+            value = getattr(self, f.name)
+            try:
+                setattr(self, f.name, domain.check(value))
+            except Invalid as err:
+                detail = str(err) or f"allowed is {domain.describe()}"
+                raise ValueError(f"{type(self).__name__}.{f.name}={value!r}: {detail}") \
+                    from None
         self.validate()
 
     def validate(self) -> None:
-        """Check the hyperparameters; subclasses raise ValueError via the helpers below."""
+        """Rules between fields (each field alone is checked by its domain)."""
 
+    # -- what the method can do, asked of the instance
+    def tags(self) -> Tags:
+        return Tags()
+
+    def supports(self, model: nn.Module) -> bool:
+        """Whether the method applies to ``model``, decided from its layers."""
+        return any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+
+    def check_model(self, model: nn.Module) -> None:
+        """Checks of the settings against this model (e.g. layer names), before any work."""
+
+    def bits_per_weight(self) -> float | None:
+        return self.tags().bits_per_weight
+
+    # -- the one entry point
     def apply(self, model: nn.Module, data=None) -> nn.Module:
+        """A new compressed network; ``model`` is untouched."""
+        if not self.supports(model):
+            raise ValueError(f"{self.id} needs {self.requires}; {type(model).__name__} has "
+                             "none it can use")
+        self.check_model(model)
+        if data is None and self.tags().needs_data:
+            raise ValueError(f"{self.id} with these settings needs data: pass the training "
+                             "set as apply(model, data)")
+        out = self.compress(clone_model(model), data)
+        return out.eval()
+
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        """Compress ``model``, a private copy the method may change; return the network."""
         raise NotImplementedError
 
+    # -- for tables
     def params(self) -> dict:
         """Every hyperparameter (what the constructor takes)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -46,33 +334,67 @@ class Method:
         """The hyperparameters in effect, for tables (a method hides knobs it ignores)."""
         return self.params()
 
-    # -- helpers for validate()
-    def _check_range(self, name: str, low: float, high: float) -> None:
+    # -- MIGRATION ONLY (contract v1 helpers, removed once every method declares domains)
+    def _check_range(self, name, low, high):
         value = getattr(self, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not low <= value <= high:
             raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
                              f"allowed is a number from {low} to {high}")
 
-    def _check_int(self, name: str, low: int, high: int) -> None:
+    def _check_int(self, name, low, high):
         value = getattr(self, name)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
                              f"allowed is an integer from {low} to {high}")
 
-    def _check_whole(self, name: str, low: int, high: float) -> None:
-        """A count that a float slider may send as 16.0: whole numbers only, 2.5 refused."""
+    def _check_whole(self, name, low, high):
         self._check_range(name, low, high)
         value = getattr(self, name)
         if value != int(value):
             raise ValueError(f"{type(self).__name__}.{name}={value!r}: allowed is a whole "
                              f"number from {low} to {high}")
 
-    def _check_choice(self, name: str, allowed: tuple) -> None:
+    def _check_choice(self, name, allowed):
         value = getattr(self, name)
         if value not in allowed:
             raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
                              f"allowed is one of {', '.join(map(repr, allowed))}")
+
+
+TRAIN_DOMAINS = {"epochs": Int(0, 1000), "lr": Real(1e-9, 10.0), "batch_size": Int(1, 1 << 16),
+                 "weight_decay": Real(0.0, 1.0), "seed": Int(0, 2**31 - 1)}
+
+
+@dataclass
+class TrainingMethod(Method):
+    """A method that trains: the training knobs are declared and checked here, once, and
+    training goes through ``train.fit`` (``fit`` below). A subclass changes a default by
+    redeclaring the field (``epochs: int = 5``); the domain stays this one.
+    ``train.quiet()`` silences every trainer."""
+    epochs: int = knob(1, TRAIN_DOMAINS["epochs"])
+    lr: float = knob(0.01, TRAIN_DOMAINS["lr"])
+    batch_size: int = knob(128, TRAIN_DOMAINS["batch_size"])
+    weight_decay: float = knob(0.0, TRAIN_DOMAINS["weight_decay"])
+    seed: int = knob(0, TRAIN_DOMAINS["seed"])
+
+    def tags(self) -> Tags:
+        return replace(super().tags(), needs_data=self.epochs > 0)
+
+    def recipe(self, **changes):
+        """The ``train.Recipe`` of these knobs, with ``changes`` (schedule, seed ...)."""
+        from .train import Recipe
+        knobs = dict(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                     weight_decay=self.weight_decay, seed=self.seed)
+        return Recipe(**{**knobs, **changes})
+
+    def fit(self, model: nn.Module, data, hooks=(), optimizer=None, **changes) -> list[dict]:
+        """Train ``model`` in place with ``self.recipe(**changes)`` and ``hooks``."""
+        from .train import fit
+        return fit(model, data, self.recipe(**changes), hooks=hooks, optimizer=optimizer)
+
+
+# ------------------------------------------------------------------ helpers
 
 
 def clone_model(model: nn.Module) -> nn.Module:
@@ -88,3 +410,22 @@ def clone_model(model: nn.Module) -> nn.Module:
             if isinstance(value, torch.Tensor) and value.grad_fn is not None:
                 memo[id(value)] = value.detach().clone()
     return copy.deepcopy(model, memo)
+
+
+def layers_of(model: nn.Module, kinds=(nn.Conv2d, nn.Linear)) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the layers of the given kinds, in order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def check_layer_names(method: Method, field: str, model: nn.Module,
+                      kinds=(nn.Conv2d, nn.Linear)) -> None:
+    """The layer names in ``method.<field>`` (a name, names, or a dict keyed by names) must be
+    layers of ``model``: a ValueError naming the field, the unknown names and the allowed ones
+    (called from ``check_model``, before any work)."""
+    names = getattr(method, field)
+    names = [] if names is None else [names] if isinstance(names, str) else list(names)
+    known = [n for n, _ in layers_of(model, kinds)]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"{type(method).__name__}.{field}: {unknown} are not layers of "
+                         f"{type(model).__name__} it can use; allowed: {known}")

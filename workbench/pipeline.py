@@ -10,84 +10,138 @@ the file format: the network it returns carries its encoding, so ``codec.encode`
 ``measure.report`` give the Huffman-coded bytes (see ``workbench.huffman``).
 
 ``stages(model, data)`` returns the network after every step, so a lesson or the ``reproduce``
-command can show the bytes and the accuracy stage by stage.
+command can show the bytes and the accuracy stage by stage. A chain's settings are checked
+when it is made, step by step, so a bad value deep inside names its step and field.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
-from .method import Method, clone_model
+from .method import Domain, Int, Invalid, Method, Real, Tags, knob
 
-def build_steps(steps) -> list[Method]:
-    """The method objects of ``steps`` = [(catalogue id, settings dict), ...]."""
+
+def make_method(method_id: str, settings: dict, where: str) -> Method:
+    """The method ``method_id`` with ``settings``; a bad one raises Invalid naming ``where``."""
     from . import METHODS
-    out = []
-    for position, step in enumerate(steps):
-        if not (isinstance(step, (tuple, list)) and len(step) == 2 and isinstance(step[1], dict)):
-            raise ValueError(f"Hybrid.steps[{position}]={step!r}: allowed is a pair "
-                             "(catalogue id, dict of settings)")
-        method_id, settings = step
-        if method_id not in METHODS or method_id.startswith("pipeline."):
-            raise ValueError(f"Hybrid.steps[{position}]: {method_id!r} is not a method here; "
-                             f"allowed: the ids of workbench.METHODS outside pipeline.*")
-        try:
-            out.append(METHODS[method_id](**settings))
-        except TypeError as err:
-            raise ValueError(f"Hybrid.steps[{position}] ({method_id}): {err}") from err
-    return out
+    if not isinstance(method_id, str) or method_id not in METHODS \
+            or method_id.startswith("pipeline."):
+        raise Invalid(f"{where}: {method_id!r} is not a method here; allowed: the ids of "
+                      "workbench.METHODS outside pipeline.*")
+    if not isinstance(settings, dict):
+        raise Invalid(f"{where} ({method_id}): settings {settings!r}; allowed is a dict")
+    try:
+        return METHODS[method_id](**settings)
+    except TypeError as err:                 # a setting the method does not have
+        raise Invalid(f"{where} ({method_id}): {err}") from None
+    except ValueError as err:
+        raise Invalid(f"{where} ({method_id}): {err}") from None
+
+
+@dataclass(frozen=True)
+class Steps(Domain):
+    """A non-empty list of (catalogue id, settings dict) pairs, each a valid method."""
+
+    def check(self, value):
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (tuple, list)) \
+                or not value:
+            raise Invalid
+        out = []
+        for position, step in enumerate(value):
+            if not (isinstance(step, (tuple, list)) and len(step) == 2):
+                raise Invalid(f"step {position} is {step!r}; allowed is a pair "
+                              "(catalogue id, dict of settings)")
+            make_method(step[0], step[1], f"step {position}")
+            out.append((step[0], dict(step[1])))
+        return tuple(out)
+
+    def describe(self):
+        return "a non-empty list of (catalogue id, settings dict) pairs"
+
+    def bad_values(self):
+        return ["x", 5, None, (), [("prune.magnitude",)], [("no.such", {})],
+                [("prune.magnitude", 5)], [("prune.magnitude", {"sparsity": 5})],
+                [("prune.magnitude", {"no_such_field": 1})], [("pipeline.hybrid", {})]]
+
+
+@dataclass(frozen=True)
+class Settings(Domain):
+    """A dict of settings of one method, checked by making it."""
+    method_id: str
+
+    def check(self, value):
+        if not isinstance(value, dict):
+            raise Invalid
+        make_method(self.method_id, value, "settings")
+        return dict(value)
+
+    def describe(self):
+        return f"a dict of {self.method_id} settings"
+
+    def bad_values(self):
+        return [5, "x", None, {"no_such_field": 1}, {"epochs": -1}, {"epochs": "x"}]
 
 
 @dataclass
-class Hybrid(Method):
-    """Any chain of methods as one compressor (seed 004's "future directions": combining the
-    families). ``data`` goes to the steps that need it."""
-    id = "pipeline.hybrid"
-    reference = "Combining compression families, as the surveys suggest (seed 004)"
-    needs_data = True
-    smoke = {"steps": (("prune.magnitude", {"sparsity": 0.8}),
-                       ("quant.kmeans", {"k": 4}))}
+class Chain(Method):
+    """Methods applied in order, each to the previous one's output. ``data`` goes to the
+    steps that need it."""
+    effects = ("fewer_nonzeros", "fewer_bytes")
 
-    steps: tuple = (("prune.magnitude", {"sparsity": 0.9}), ("quant.kmeans", {"k": 16}))
-
-    def validate(self):
-        if not isinstance(self.steps, (tuple, list)) or not self.steps:
-            raise ValueError(f"Hybrid.steps={self.steps!r}: allowed is a non-empty list of "
-                             "(catalogue id, settings) pairs")
-        build_steps(self.steps)
+    def steps_settings(self) -> tuple:
+        """((catalogue id, settings), ...) of the steps."""
+        raise NotImplementedError
 
     def methods(self) -> list[Method]:
-        return build_steps(self.steps)
+        return [make_method(mid, settings, f"step {i}")
+                for i, (mid, settings) in enumerate(self.steps_settings())]
 
-    def stages(self, model: nn.Module, data=None, progress: bool = True
-               ) -> list[tuple[str, nn.Module]]:
+    def tags(self) -> Tags:
+        steps = [m.tags() for m in self.methods()]
+        bits = next((t.bits_per_weight for t in reversed(steps)
+                     if t.bits_per_weight is not None), None)
+        return Tags(needs_data=any(t.needs_data for t in steps),
+                    lossless=all(t.lossless for t in steps), bits_per_weight=bits)
+
+    def supports(self, model: nn.Module) -> bool:
+        return all(m.supports(model) for m in self.methods())
+
+    def check_model(self, model: nn.Module) -> None:
+        for method in self.methods():
+            method.check_model(model)
+
+    def stages(self, model: nn.Module, data=None) -> list[tuple[str, nn.Module]]:
         """[(method id, network after it), ...], the input first as ("base", model).
-        ``progress=False`` silences the training bars of the steps."""
+        Quiet runs: ``with workbench.train.quiet():``."""
         out, current = [("base", model)], model
         for method in self.methods():
-            method.progress = progress
-            if method.needs_data and data is None:
-                raise ValueError(f"{type(self).__name__}.apply needs data: step {method.id} "
-                                 "trains or samples")
-            current = method.apply(current, data if method.needs_data else None)
+            current = method.apply(current, data if method.tags().needs_data else None)
             out.append((method.id, current))
         return out
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        return self.stages(clone_model(model), data)[-1][1]
-
-    def bits_per_weight(self) -> float | None:
-        """The bits of the last step that sets them (lossless encodings keep them)."""
-        for method in reversed(self.methods()):
-            bits = method.bits_per_weight() if hasattr(method, "bits_per_weight") else None
-            if bits is not None:
-                return bits
-        return None
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        return self.stages(model, data)[-1][1]
 
 
 @dataclass
-class DeepCompression(Hybrid):
+class Hybrid(Chain):
+    """Any chain of methods as one compressor (seed 004's "future directions": combining the
+    families)."""
+    id = "pipeline.hybrid"
+    reference = "Combining compression families, as the surveys suggest (seed 004)"
+    smoke = {"steps": (("prune.magnitude", {"sparsity": 0.8}),
+                       ("quant.kmeans", {"k": 4}))}
+
+    steps: tuple = knob((("prune.magnitude", {"sparsity": 0.9}), ("quant.kmeans", {"k": 16})),
+                        Steps())
+
+    def steps_settings(self) -> tuple:
+        return self.steps
+
+
+@dataclass
+class DeepCompression(Chain):
     """Prune, share, Huffman-code (Han, Mao, Dally 2016).
 
     ``prune``: settings of ``prune.iterative`` (per-layer shares, rounds, epochs); then
@@ -100,45 +154,26 @@ class DeepCompression(Hybrid):
     reference = ("Han, Mao, Dally 2016, Deep Compression: Compressing Deep Neural Networks "
                  "with Pruning, Trained Quantization and Huffman Coding")
     sliders = {"fc_bits": (2, 8, 1), "conv_bits": (2, 8, 1)}
-    archs = ("lenet300", "lenet5", "vgg_small", "resnet20")
     smoke = {"prune": {"rounds": 1, "epochs": 1}, "quant_epochs": 1}
+    effects = ("fewer_nonzeros", "fewer_bytes", "encoding")
 
-    prune: dict = field(default_factory=dict)
-    fc_bits: int = 5
-    conv_bits: int = 8
-    quant_epochs: int = 3
-    quant_lr: float = 1e-4
-    steps: tuple = ()          # built from the fields above; leave empty
+    prune: dict = knob({}, Settings("prune.iterative"))
+    fc_bits: int = knob(5, Int(2, 16))
+    conv_bits: int = knob(8, Int(2, 16))
+    quant_epochs: int = knob(3, Int(0, 1000))
+    quant_lr: float = knob(1e-4, Real(1e-9, 10.0))
 
-    def validate(self):
-        for name in ("fc_bits", "conv_bits"):
-            self._check_int(name, 2, 16)
-        if not isinstance(self.prune, dict):
-            raise ValueError(f"DeepCompression.prune={self.prune!r}: allowed is a dict of "
-                             "prune.iterative settings")
-        if self.steps:
-            raise ValueError("DeepCompression.steps is built from prune, fc_bits, conv_bits "
-                             "and quant_epochs; leave it empty")
-        build_steps(self.chain())
-
-    def chain(self) -> tuple:
+    def steps_settings(self) -> tuple:
         # b bits index 2**b symbols: 2**b - 1 shared weights and the zero of pruned weights
         # (and of the sparse format's filler entries).
         return (("prune.iterative", dict(self.prune)),
-                ("quant.trained_kmeans", {"k": 2 ** int(self.fc_bits) - 1,
-                                          "conv_k": 2 ** int(self.conv_bits) - 1,
-                                          "epochs": int(self.quant_epochs),
-                                          "lr": self.quant_lr}),
+                ("quant.trained_kmeans", {"k": 2 ** self.fc_bits - 1,
+                                          "conv_k": 2 ** self.conv_bits - 1,
+                                          "epochs": self.quant_epochs, "lr": self.quant_lr}),
                 ("encode.huffman", {}))
 
-    def methods(self) -> list[Method]:
-        return build_steps(self.chain())
-
-    def settings(self) -> dict:
-        return {k: v for k, v in self.params().items() if k != "steps"}
-
-    def bits_per_weight(self) -> float:
-        return float(self.fc_bits)
+    def tags(self) -> Tags:
+        return Tags(needs_data=True, bits_per_weight=float(self.fc_bits))
 
 
 METHODS = (Hybrid, DeepCompression)

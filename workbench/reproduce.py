@@ -107,6 +107,7 @@ def run_stages(model_name: str, smoke: bool = False, train=None):
     (stages [(id, network)], seconds of the pipeline)."""
     from . import data, zoo
     from .pipeline import DeepCompression
+    from .train import quiet
     if model_name not in SETTINGS:
         raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
     settings = dict(SETTINGS[model_name])
@@ -116,7 +117,8 @@ def run_stages(model_name: str, smoke: bool = False, train=None):
         train = data.mnist("train").subset(512, seed=0) if smoke else data.mnist("train")
     method = DeepCompression(**settings)
     start = time.perf_counter()
-    stages = method.stages(zoo.pretrained(model_name), train, progress=False)
+    with quiet():
+        stages = method.stages(zoo.pretrained(model_name), train)
     return stages, time.perf_counter() - start
 
 
@@ -165,14 +167,14 @@ def at_paper_bits(model_name: str, pruned, train, test, dense_bytes: int,
     """The quantization and Huffman stages again on the same pruned network, at the paper's
     bits per weight: the stage row our setting is compared with."""
     from . import METHODS, codec
-    from .train import evaluate
+    from .train import evaluate, quiet
     fc_bits, conv_bits = PAPER_BITS[model_name]
     settings = SETTINGS[model_name]
     shared = METHODS["quant.trained_kmeans"](
         k=2 ** fc_bits - 1, conv_k=2 ** conv_bits - 1, lr=settings["quant_lr"],
         epochs=1 if smoke else settings["quant_epochs"])
-    shared.progress = False
-    model = METHODS["encode.huffman"]().apply(shared.apply(pruned, train))
+    with quiet():
+        model = METHODS["encode.huffman"]().apply(shared.apply(pruned, train))
     size = len(codec.encode(model))
     return {"stage": "huffman at the paper's bits", "bits": f"{fc_bits} fc / {conv_bits} conv",
             "bytes": size, "x": round(dense_bytes / size, 2),

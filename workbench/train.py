@@ -3,9 +3,15 @@
 Methods extend the loop through small hooks instead of copying it: a ``Hook`` may add a term
 to the loss (a penalty, a distillation loss), act after every optimizer step (re-apply a mask,
 clamp a quantizer) and after every epoch (prune a little more). See ``Hook``.
+
+``with quiet():`` silences every progress bar and epoch line inside it (a pipeline's steps, a
+lesson's tables). ``with seeded(seed):`` runs a block on its own random streams and gives the
+caller's back after, so a method is deterministic without reseeding anybody's RNG.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import random
 from dataclasses import dataclass, field
 
@@ -54,10 +60,40 @@ class Recipe:
                              " need epochs >= 0, lr > 0, batch_size >= 1")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+_QUIET = contextvars.ContextVar("workbench_quiet", default=False)
+
+
+@contextlib.contextmanager
+def quiet():
+    """No progress bars or epoch lines from any training inside the block."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def is_quiet() -> bool:
+    return _QUIET.get()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Seed torch, numpy and random for the block; their previous states come back after.
+
+    Dropout and weight initialization draw from torch's global generator, which has no
+    per-call generator argument: forking it is how the block gets its own stream.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def _scheduler(optimizer, recipe: Recipe, steps_per_epoch: int):
@@ -81,7 +117,12 @@ def fit(model: torch.nn.Module, train: Dataset, recipe: Recipe | None = None,
     Pass ``optimizer`` to train other tensors (e.g. codebooks) with the same loop.
     """
     recipe = recipe or Recipe()
-    seed_everything(recipe.seed)
+    progress = progress and not is_quiet()
+    with seeded(recipe.seed):
+        return _fit(model, train, recipe, hooks, test, progress, optimizer)
+
+
+def _fit(model, train, recipe, hooks, test, progress, optimizer) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,

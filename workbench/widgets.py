@@ -1,28 +1,67 @@
 """Sliders built from a method's own declared ranges: ``explore(Magnitude, base, test)``.
 
-Built on ``ipywidgets.interactive``, which calls the update once on creation, so a headless
-notebook run (nbval, papermill) exercises the callback too. Methods that train or need data
-update on release (``continuous_update=False``); cheap ones update while dragging.
+``explore`` takes a method class (its fields are the knobs) or a method object, e.g. a
+``pipeline.Hybrid`` whose steps' knobs are named ``"<step id>.<field>"``
+(``"quant.kmeans.k"``): the ranges come from each step's own ``sliders``, the other settings
+from the object. Built on ``ipywidgets.interactive``, which calls the update once on creation,
+so a headless notebook run (nbval, papermill) exercises the callback too. Methods that train
+or need data update on release (``continuous_update=False``); cheap ones while dragging.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import fields
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
 from .measure import html_table, report
+from .method import Method
 from .plots import weight_histogram, weights_of
+from .train import quiet
+
+
+def knobs(method) -> dict[str, tuple]:
+    """Slider name -> (low, high, step, current value) of a method class or object; a chain's
+    step knobs are ``"<step id>.<field>"``."""
+    if isinstance(method, type):
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING
+                    else f.default_factory() for f in dataclasses.fields(method)}
+        return {n: (*r, defaults[n]) for n, r in method.sliders.items()}
+    if hasattr(method, "steps_settings"):
+        out = {}
+        for step in method.methods():
+            for n, r in step.sliders.items():
+                out[f"{step.id}.{n}"] = (*r, getattr(step, n))
+        return out
+    return {n: (*r, getattr(method, n)) for n, r in method.sliders.items()}
+
+
+def configure(method, values: dict, fixed: dict | None = None) -> Method:
+    """The method with the slider ``values`` (and ``fixed`` settings) in effect."""
+    fixed = fixed or {}
+    if isinstance(method, type):
+        return method(**fixed, **values)
+    if not hasattr(method, "steps"):
+        return dataclasses.replace(method, **fixed, **values)
+    steps = [(mid, dict(settings)) for mid, settings in method.steps]
+    for name, value in values.items():
+        mid, _, field = name.rpartition(".")
+        matches = [s for s in steps if s[0] == mid]
+        if len(matches) != 1:
+            raise ValueError(f"slider {name!r}: the chain has {len(matches)} {mid} steps; "
+                             "allowed: a step id that occurs once")
+        matches[0][1][field] = value
+    return dataclasses.replace(method, **fixed, steps=tuple(steps))
 
 
 class Explorer:
     """The state behind one widget: the base model, its report, the trail of visited points."""
 
-    def __init__(self, method_cls, base, test, data=None, name: str = "base", **fixed):
-        self.method_cls, self.base, self.test, self.data, self.fixed = \
-            method_cls, base, test, data, fixed
+    def __init__(self, method, base, test, data=None, name: str = "base", **fixed):
+        self.method, self.base, self.test, self.data, self.fixed = \
+            method, base, test, data, fixed
         self.base_report = report(base, test, name=name, latency=False)  # computed once
         self.base_weights = weights_of(base)
         self.trail: list[dict] = []
@@ -30,8 +69,9 @@ class Explorer:
 
     def compute(self, **values):
         """Apply the method with ``values`` and measure: (model, report, ratios)."""
-        method = self.method_cls(**self.fixed, **values)
-        model = method.apply(self.base, self.data)
+        method = configure(self.method, values, self.fixed)
+        with quiet():
+            model = method.apply(self.base, self.data if method.tags().needs_data else None)
         result = report(model, self.test, name=method.id, latency=False)
         ratios = result.compare(self.base_report)
         self.trail.append({**values, "accuracy": result.accuracy, "bytes": result.bytes,
@@ -61,20 +101,20 @@ class Explorer:
         self.seconds.append(time.perf_counter() - start)
 
 
-def sliders_for(method_cls, names=None, continuous: bool = True) -> dict[str, w.FloatSlider]:
-    """FloatSliders for the declared ranges of ``method_cls`` (default: its first knob)."""
-    declared = method_cls.sliders
+def sliders_for(method, names=None, continuous: bool = True) -> dict[str, w.Widget]:
+    """Sliders for the declared ranges of ``method`` (default: its first knob)."""
+    declared = knobs(method)
     names = list(names) if names else list(declared)[:1]
     unknown = [n for n in names if n not in declared]
     if unknown:
-        raise ValueError(f"{method_cls.__name__} declares sliders {sorted(declared)}; "
-                         f"got {unknown}")
-    defaults = {f.name: f.default for f in fields(method_cls)}
-    return {n: _slider(n, defaults[n], *declared[n], continuous) for n in names}
+        label = method.__name__ if isinstance(method, type) else method.id
+        raise ValueError(f"{label} declares sliders {sorted(declared)}; got {unknown}")
+    return {n: _slider(n, *declared[n][3:], *declared[n][:3], continuous) for n in names}
 
 
 def _slider(name: str, value, low, high, step, continuous: bool):
     """An IntSlider for a count (low, high and step all ints, e.g. k), else a FloatSlider."""
+    # ipywidgets needs keyword names without dots; the description shows the full name.
     if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)):
         return w.IntSlider(value=int(value), min=low, max=high, step=step, description=name,
                            continuous_update=continuous)
@@ -82,19 +122,26 @@ def _slider(name: str, value, low, high, step, continuous: bool):
                          continuous_update=continuous, readout_format=".3f")
 
 
-def explore(method_cls, base, test, data=None, sliders=None, name: str = "base",
+def explore(method, base, test, data=None, sliders=None, name: str = "base",
             continuous: bool | None = None, **fixed):
     """An interactive widget: move the sliders, watch accuracy, bytes and MACs change.
 
-    ``sliders`` names the knobs to expose (default: the method's first declared one);
-    ``fixed`` sets the other hyperparameters, e.g. ``explore(Magnitude, m, t, scope="global")``.
-    ``continuous``: update while a slider is dragged (default: unless the method needs data,
-    i.e. trains or samples; pass False for any method slower than a fraction of a second).
+    ``method``: a method class, or a method object (a ``pipeline.Hybrid``: sliders named
+    ``"<step id>.<field>"``). ``sliders`` names the knobs to expose (default: the first
+    declared one); ``fixed`` sets other hyperparameters, e.g. ``explore(Magnitude, m, t,
+    scope="global")``. ``continuous``: update while a slider is dragged (default: unless the
+    method needs data at its starting settings, i.e. trains or samples).
     The returned widget has ``.explorer`` (trail of visited points, update times).
     """
-    explorer = Explorer(method_cls, base, test, data, name, **fixed)
-    continuous = (not method_cls.needs_data) if continuous is None else continuous
-    controls = sliders_for(method_cls, sliders, continuous=continuous)
-    widget = w.interactive(explorer.update, **controls)
+    explorer = Explorer(method, base, test, data, name, **fixed)
+    controls = sliders_for(method, sliders, continuous=True)
+    start = configure(method, {n: s.value for n, s in controls.items()}, fixed)
+    continuous = (not start.tags().needs_data) if continuous is None else continuous
+    for slider in controls.values():
+        slider.continuous_update = continuous
+    # interactive() passes each control as a keyword: names with dots go through a map.
+    keys = {f"knob{i}": n for i, n in enumerate(controls)}
+    widget = w.interactive(lambda **kw: explorer.update(**{keys[k]: v for k, v in kw.items()}),
+                           **{k: controls[n] for k, n in keys.items()})
     widget.explorer = explorer
     return widget

@@ -1,0 +1,78 @@
+"""``workbench.widgets.explore``: sliders from declared ranges, the callback really applies the
+method, chains expose their steps' knobs, bad slider names are refused by name."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import matplotlib
+import pytest
+
+from workbench import METHODS, pipeline, widgets
+from workbench.prune import Magnitude
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def lenet300():
+    from workbench import zoo
+    return zoo.pretrained("lenet300")
+
+
+@pytest.fixture(scope="module")
+def test_set(mnist_test):
+    return mnist_test.subset(200, seed=0)
+
+
+def quietly(make):
+    with contextlib.redirect_stdout(io.StringIO()):    # display() prints outside Jupyter
+        return make()
+
+
+def test_explore_applies_the_method_on_creation_and_on_every_move(lenet300, test_set):
+    widget = quietly(lambda: widgets.explore(Magnitude, lenet300, test_set))
+    slider = widget.kwargs_widgets[0]
+    assert slider.description == "sparsity" and (slider.min, slider.max) == (0.0, 0.99)
+    trail = widget.explorer.trail
+    assert len(trail) == 1 and trail[0]["sparsity"] == 0.9     # the callback ran once
+    quietly(lambda: setattr(slider, "value", 0.5))
+    assert [round(p["sparsity"], 2) for p in trail] == [0.9, 0.5]
+    # the figures are the method's: fewer nonzeros kept at 90 % than at 50 %
+    dense = widget.explorer.base_report
+    assert trail[0]["bytes"] < trail[1]["bytes"] < dense.bytes
+    assert slider.continuous_update            # magnitude needs no data: updates while dragged
+
+
+def test_integer_knobs_get_integer_sliders_and_training_updates_on_release(lenet300, test_set,
+                                                                           mnist_train_small):
+    kmeans = quietly(lambda: widgets.explore(METHODS["quant.kmeans"], lenet300, test_set,
+                                             sliders=["k"]))
+    assert type(kmeans.kwargs_widgets[0]).__name__ == "IntSlider"
+    trained = quietly(lambda: widgets.explore(
+        METHODS["quant.trained_kmeans"], lenet300, test_set, data=mnist_train_small,
+        sliders=["k"], epochs=1))
+    assert not trained.kwargs_widgets[0].continuous_update
+
+
+def test_a_chain_exposes_its_steps_knobs(lenet300, test_set):
+    chain = pipeline.Hybrid(steps=(("prune.magnitude", {"sparsity": 0.8}),
+                                   ("quant.kmeans", {"k": 8})))
+    assert {"prune.magnitude.sparsity", "quant.kmeans.k"} <= set(widgets.knobs(chain))
+    widget = quietly(lambda: widgets.explore(chain, lenet300, test_set,
+                                             sliders=["prune.magnitude.sparsity",
+                                                      "quant.kmeans.k"]))
+    sparsity, k = widget.kwargs_widgets
+    assert (sparsity.value, k.value) == (0.8, 8)
+    quietly(lambda: setattr(k, "value", 4))
+    last = widget.explorer.trail[-1]
+    assert last["quant.kmeans.k"] == 4 and last["prune.magnitude.sparsity"] == 0.8
+    assert last["bytes"] < widget.explorer.trail[0]["bytes"]     # 2 bits instead of 3
+
+
+def test_unknown_slider_is_refused_by_name(lenet300, test_set):
+    with pytest.raises(ValueError, match="nope"):
+        widgets.explore(Magnitude, lenet300, test_set, sliders=["nope"])
+    chain = pipeline.Hybrid()
+    with pytest.raises(ValueError, match="quant.kmeans.nope"):
+        widgets.explore(chain, lenet300, test_set, sliders=["quant.kmeans.nope"])
