@@ -9,13 +9,16 @@ import torch
 import torch.nn.functional as F
 from conftest import sample_input, untrained
 
+from torch import nn
+
 from workbench import codec, data, measure, models, zoo
 from workbench.prune.channels import (APoZ, Activity, L1Filter, LayerRemoval, Merge, apoz_keep,
                                       filter_l1, greedy_block_removal, merge_neurons,
                                       merge_saliency, relu_site, removable_blocks, subset_cost,
                                       without_block)
+from workbench.models.groups import ChannelGroup
 from workbench.prune.surgery import channel_groups, shrink
-from workbench.train import evaluate
+from workbench.train import evaluate, quiet
 
 
 def random_dataset(name: str, n: int = 24, seed: int = 0) -> data.Dataset:
@@ -72,6 +75,9 @@ def test_apoz_only_where_a_relu_follows():
     assert set(APoZ(images=8).scores(model, random_dataset("mnist", 8))) == {"classifier.1"}
     vgg = untrained("vgg_small")
     assert relu_site(vgg, channel_groups(vgg)[0]) == ("features.2", False)
+    # inside a residual block the ReLU is functional, after bn1: applied by the reader
+    resnet = untrained("resnet20")
+    assert relu_site(resnet, channel_groups(resnet)[4]) == ("stages.1.1.bn1", True)
 
 
 def test_apoz_rule_is_mean_plus_std():
@@ -95,7 +101,7 @@ def dead_and_busy_lenet300(dead1=(1, 4), dead2=(2,)) -> torch.nn.Module:
 def test_apoz_removes_dead_neurons_and_outputs_stay():
     model = dead_and_busy_lenet300()
     ds = random_dataset("mnist")
-    pruned = APoZ(finetune_epochs=0, images=len(ds)).apply(model, ds)
+    pruned = APoZ(epochs=0, images=len(ds)).apply(model, ds)
     assert pruned.config["hidden"] == [6, 5]
     x = inputs_of(ds)
     with torch.no_grad():
@@ -130,7 +136,7 @@ def test_activity_removes_silent_channels_first_and_outputs_stay():
     for g in channel_groups(model):
         silence(model, g, torch.arange(0, g.width(model), 4))
     ds = random_dataset("cifar10", 8)
-    pruned = Activity(fraction=0.25, finetune_epochs=0, images=8).apply(model, ds)
+    pruned = Activity(fraction=0.25, epochs=0, images=8).apply(model, ds)
     assert pruned.config["channels"] == [24, 24, 48, 48, 96, 96]
     x = inputs_of(ds)
     with torch.no_grad():
@@ -223,7 +229,7 @@ def test_l1_ranking_equals_brute_force_sort():
 @pytest.mark.parametrize("arch", ["vgg_small", "resnet20", "lenet5"])
 def test_l1_filter_keeps_the_largest_filters_and_their_inputs(arch):
     model = untrained(arch, seed=7)
-    pruned = L1Filter(fraction=0.4, finetune_epochs=0).apply(model)
+    pruned = L1Filter(fraction=0.4, epochs=0).apply(model)
     groups = L1Filter().groups(model)
     kept = {}
     for g in groups:
@@ -251,14 +257,14 @@ def test_l1_filter_keeps_the_largest_filters_and_their_inputs(arch):
 def test_l1_filter_layer_fractions_round_to_and_greedy():
     model = untrained("vgg_small", seed=8)
     pruned = L1Filter(fraction=0.3, layer_fractions={"features.0": 0.5}, round_to=8,
-                      finetune_epochs=0).apply(model)
+                      epochs=0).apply(model)
     assert pruned.config["channels"] == [16, 24, 48, 48, 88, 88]   # 22->24, 45->48, 90->88
     with pytest.raises(ValueError, match="features.99"):
-        L1Filter(layer_fractions={"features.99": 0.5}, finetune_epochs=0).apply(model)
+        L1Filter(layer_fractions={"features.99": 0.5}, epochs=0).apply(model)
     with pytest.raises(ValueError, match="layer_fractions"):
         L1Filter(layer_fractions={"features.0": 1.5})
     lenet = untrained("lenet5", seed=8)
-    greedy = L1Filter(fraction=0.5, strategy="greedy", finetune_epochs=0).apply(lenet)
+    greedy = L1Filter(fraction=0.5, strategy="greedy", epochs=0).apply(lenet)
     first = L1Filter(fraction=0.5).keep(lenet.features[0].weight, "features.0")
     second = lenet.features[2].weight.detach()[:, first]    # ranked without removed inputs
     expected = L1Filter(fraction=0.5).keep(second, "features.2")
@@ -269,7 +275,7 @@ def test_l1_filter_removes_zero_filters_without_changing_outputs():
     model = untrained("vgg_small", seed=9)
     for g in channel_groups(model):
         silence(model, g, torch.arange(1, g.width(model), 4))
-    pruned = L1Filter(fraction=0.25, finetune_epochs=0).apply(model)
+    pruned = L1Filter(fraction=0.25, epochs=0).apply(model)
     x = sample_input(model)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), model(x), rtol=1e-5, atol=1e-5)
@@ -277,7 +283,122 @@ def test_l1_filter_removes_zero_filters_without_changing_outputs():
 
 def test_finetuning_needs_data():
     with pytest.raises(ValueError, match="needs data"):
-        L1Filter(finetune_epochs=1).apply(untrained("lenet5"))
+        L1Filter(epochs=1).apply(untrained("lenet5"))
+
+
+def test_l1_filter_needs_data_only_when_it_retrains():
+    assert L1Filter(epochs=1).tags().needs_data
+    assert not L1Filter(epochs=0).tags().needs_data
+    model = untrained("lenet5", seed=1)
+    pruned = L1Filter(fraction=0.5, epochs=0).apply(model)       # no data at all
+    assert pruned.config["channels"] == [10, 25]
+    # the methods that measure activations or costs need data even without fine-tuning
+    for method in (APoZ(epochs=0), Activity(epochs=0), LayerRemoval(epochs=0)):
+        assert method.tags().needs_data, method.id
+        with pytest.raises(ValueError, match="needs data"):
+            method.apply(untrained("resnet20"))
+    assert not Merge().tags().needs_data
+
+
+def test_unknown_layer_is_reported_before_any_work(monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("compress ran")
+    monkeypatch.setattr(L1Filter, "compress", no_work)
+    with pytest.raises(ValueError, match="features.99"):
+        L1Filter(layer_fractions={"features.99": 0.5}, epochs=1).apply(untrained("vgg_small"))
+    # a conv that is not a group's producer (a block's conv2 keeps the shortcut's width)
+    with pytest.raises(ValueError, match="stages.0.0.conv2"):
+        L1Filter(layer_fractions={"stages.0.0.conv2": 0.5}).apply(untrained("resnet20"))
+
+
+# ------------------------------------------------------------------ what a network supports
+
+
+class TwoConvs(nn.Module):
+    """A network the zoo does not know: conv-ReLU-conv-ReLU, a hidden Linear, a Linear, with
+    its channel groups declared, so channel pruning applies to it."""
+    input_shape = (3, 8, 8)
+
+    def __init__(self, channels=(6, 8), hidden: int = 12):
+        super().__init__()
+        self.config = {"channels": list(channels), "hidden": hidden}
+        c1, c2 = channels
+        self.body = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Flatten(), nn.Linear(c2 * 16, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+    def channel_groups(self):
+        return [ChannelGroup("body.0", None, "body.2", 1, ("channels", 0)),
+                ChannelGroup("body.2", None, "body.5", 16, ("channels", 1)),
+                ChannelGroup("body.5", None, "body.7", 1, ("hidden", None))]
+
+
+def test_channel_pruning_applies_to_a_network_that_declares_its_groups():
+    torch.manual_seed(0)
+    model = TwoConvs().eval()
+    for method in (APoZ(), Activity(), L1Filter(), Merge()):
+        assert method.supports(model), method.id
+    assert not LayerRemoval().supports(model)
+    assert relu_site(model, channel_groups(model)[0]) == ("body.1", False)
+    pruned = L1Filter(fraction=0.5, epochs=0).apply(model)
+    assert type(pruned) is TwoConvs and pruned.config == {"channels": [3, 4], "hidden": 12}
+    merged = Merge(fraction=0.5).apply(model)
+    assert merged.config["hidden"] == 6
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert pruned(x).shape == merged(x).shape == (2, 10)
+    ds = data.Dataset("cifar10", "train", torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8),
+                      torch.arange(16) % 10)
+    smaller = Activity(fraction=0.5, epochs=0, images=16).apply(model, ds)
+    assert smaller.config == {"channels": [3, 4], "hidden": 6}
+
+
+class Plain(nn.Module):
+    """Conv and Linear layers but no declared channel groups."""
+    input_shape = (3, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 36, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+
+
+@pytest.mark.parametrize("method", [APoZ(), Activity(), L1Filter(epochs=0), Merge(),
+                                    LayerRemoval()], ids=lambda m: m.id)
+def test_without_channel_groups_nothing_is_supported(method):
+    assert not method.supports(Plain())
+    with pytest.raises(ValueError, match="needs"):
+        method.apply(Plain(), random_dataset("cifar10", 8))
+
+
+def test_supports_follows_structure_on_the_zoo():
+    zoo_nets = {a: untrained(a) for a in ("lenet300", "lenet5", "vgg_small", "resnet20")}
+    supported = {cls.__name__: sorted(a for a, m in zoo_nets.items() if cls().supports(m))
+                 for cls in (APoZ, Activity, Merge, L1Filter, LayerRemoval)}
+    assert supported == {"APoZ": ["lenet300", "lenet5", "resnet20", "vgg_small"],
+                         "Activity": ["lenet300", "lenet5", "resnet20", "vgg_small"],
+                         "Merge": ["lenet300", "lenet5"],
+                         "L1Filter": ["lenet5", "resnet20", "vgg_small"],
+                         "LayerRemoval": ["resnet20"]}
+
+
+def test_a_deeper_resnet_has_more_removable_blocks():
+    """Layer removal reads the stages, not a zoo name: a ResNet-32-like net (5 blocks per
+    stage) has 12 removable blocks, and a pruned one with a single block per stage none."""
+    deep = models.ResNet20(blocks_per_stage=5).eval()
+    assert len(removable_blocks(deep)) == 12 and LayerRemoval().supports(deep)
+    shallow = models.ResNet20(blocks_per_stage=[1, 1, 1], inner=[16, 32, 64])
+    assert removable_blocks(shallow) == [] and not LayerRemoval().supports(shallow)
+    ds = random_dataset("cifar10", 8)
+    with quiet():
+        out = LayerRemoval(blocks=3, images=8, epochs=0).apply(deep, ds)
+    assert sum(out.config["blocks_per_stage"]) == 12 and type(out) is models.ResNet20
 
 
 # ------------------------------------------------------------------ layer removal
@@ -310,19 +431,19 @@ def test_greedy_block_removal_takes_the_cheapest_block_each_time():
     assert path[1]["cost"] == pytest.approx(costs[first])
     assert [p["depth"] for p in path] == [20, 18, 16]
     assert sum(smaller.config["blocks_per_stage"]) == 7
-    every = LayerRemoval(blocks=6, images=16, finetune_epochs=0).apply(model, ds)
+    every = LayerRemoval(blocks=6, images=16, epochs=0).apply(model, ds)
     assert every.config["blocks_per_stage"] == [1, 1, 1]    # first blocks always stay
 
 
 # ------------------------------------------------------------------ smaller, and it decodes
 
 @pytest.mark.parametrize("method, arch", [
-    (APoZ(finetune_epochs=0, images=16), "lenet300"),
-    (APoZ(finetune_epochs=0, images=16), "resnet20"),
-    (Activity(fraction=0.5, finetune_epochs=0, images=16), "lenet5"),
+    (APoZ(epochs=0, images=16), "lenet300"),
+    (APoZ(epochs=0, images=16), "resnet20"),
+    (Activity(fraction=0.5, epochs=0, images=16), "lenet5"),
     (Merge(fraction=0.5), "lenet300"),
-    (L1Filter(fraction=0.5, finetune_epochs=0), "vgg_small"),
-    (LayerRemoval(blocks=2, images=16, finetune_epochs=0), "resnet20"),
+    (L1Filter(fraction=0.5, epochs=0), "vgg_small"),
+    (LayerRemoval(blocks=2, images=16, epochs=0), "resnet20"),
 ], ids=lambda v: v if isinstance(v, str) else v.id)
 def test_output_is_physically_smaller_and_decodes(method, arch):
     model = untrained(arch, seed=12)

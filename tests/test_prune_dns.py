@@ -8,7 +8,7 @@ from conftest import untrained
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workbench import data, zoo
+from workbench import data, train, zoo
 from workbench.prune import Magnitude, prunable_layers
 from workbench.prune.dns import (DNS, SurgeryHook, SurgeryMask, surgery_probability,
                                  surgery_thresholds, update_mask)
@@ -140,8 +140,8 @@ def test_hook_revises_with_the_decaying_probability():
 def test_dns_on_mnist_prunes_splices_and_hands_over_torch_masks(train_1k):
     model = zoo.pretrained("lenet300") if "lenet300" in zoo.manifest() else untrained("lenet300")
     method = DNS(epochs=2, c_rate=2.0, output_c_rate=1.0, lr=0.02)
-    method.progress = False
-    out, hook = method.run(model, train_1k)
+    with train.quiet():
+        out, hook = method.run(model, train_1k)
     assert hook.pruned > 0 and hook.spliced > 0           # weights left and came back
     assert len(hook.history) == 2
     for name, module in prunable_layers(out):
@@ -160,8 +160,8 @@ def test_dns_starts_from_an_already_pruned_model(train_1k):
     model = Magnitude(sparsity=0.5).apply(untrained("lenet300"))
     zeros_in = sum(int((m.weight == 0).sum()) for _, m in prunable_layers(model))
     method = DNS(epochs=1, c_rate=-10.0, output_c_rate=-10.0, surgery_share=1.0)
-    method.progress = False
-    out, hook = method.run(model, train_1k)
+    with train.quiet():
+        out, hook = method.run(model, train_1k)
     assert hook.pruned == zeros_in and hook.spliced > 0.9 * zeros_in
     assert all(m.weight_mask.mean() > 0.95 for _, m in prunable_layers(out))
 
@@ -180,3 +180,30 @@ def test_unknown_layer_and_missing_data(train_1k):
         DNS(layer_c_rate={"fc9": 1.0}).apply(untrained("lenet300"), train_1k)
     with pytest.raises(ValueError, match="data"):
         DNS().apply(untrained("lenet300"))
+    with pytest.raises(ValueError, match="data"):
+        DNS().run(untrained("lenet300"), None)
+    assert DNS(epochs=1).tags().needs_data       # the surgery happens while training
+
+
+def test_unknown_layer_is_reported_before_any_work(monkeypatch):
+    """check_model runs before the data check and before compress: a wrong name is the first
+    thing reported, even without data."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("compress ran")
+    monkeypatch.setattr(DNS, "compress", no_work)
+    with pytest.raises(ValueError, match=r"DNS.layer_c_rate: \['fc9'\] are not layers"):
+        DNS(layer_c_rate={"fc9": 1.0, "net.1": 2.0}).apply(untrained("lenet300"))
+    with pytest.raises(ValueError, match="fc9"):
+        DNS(layer_c_rate={"fc9": 1.0}).run(untrained("lenet300"), None)
+
+
+def test_run_and_apply_give_the_same_network(train_1k):
+    model = untrained("lenet300", seed=2)
+    method = DNS(epochs=1)
+    small = train_1k.subset(256, seed=0)
+    with train.quiet():
+        out, hook = method.run(model, small)
+        again = method.apply(model, small)
+    assert hook.history and not out.training
+    for (name, a), (_, b) in zip(prunable_layers(out), prunable_layers(again)):
+        assert torch.equal(a.weight, b.weight), name

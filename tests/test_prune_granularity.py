@@ -136,3 +136,29 @@ def test_validation_and_settings():
     assert "group_size" in Granularity(granularity="group").settings()
     assert "group_size" not in Granularity(granularity="kernel").settings()
     assert "stride" in Granularity(granularity="strided").settings()
+
+
+class Small(nn.Module):
+    """Not a zoo network: a 3x3 conv, a 1x1 conv and a Linear."""
+    input_shape = (2, 6, 6)
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(4 * 36, 10)
+
+    def forward(self, x):
+        return self.fc(self.b(torch.relu(self.a(x))).flatten(1))
+
+
+def test_supports_any_network_with_convolutions():
+    torch.manual_seed(0)
+    model = Small()
+    method = Granularity(sparsity=0.5, granularity="kernel")
+    assert method.supports(model) and not method.tags().needs_data
+    pruned = method.apply(model)
+    assert int((pruned.a.weight == 0).sum()) == 0.5 * pruned.a.weight.numel()
+    assert not hasattr(pruned.fc, "weight_mask")
+    assert not method.supports(untrained("lenet300"))       # no convolution at all
+    with pytest.raises(ValueError, match="Conv2d"):
+        method.apply(untrained("lenet300"))

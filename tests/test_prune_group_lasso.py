@@ -127,3 +127,18 @@ def test_residual_nets_lose_only_inner_channels_and_zero_groups_exactly():
     x = sample_input(model)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_needs_data_only_when_it_trains():
+    assert GroupLasso(epochs=0, finetune_epochs=0).tags().needs_data is False
+    assert GroupLasso(epochs=0, finetune_epochs=1).tags().needs_data
+    assert GroupLasso(epochs=1, finetune_epochs=0).tags().needs_data
+    model = untrained("lenet300", seed=4)
+    with torch.no_grad():     # zero the producer rows of 20 neurons: removed without data
+        model.net[1].weight[:20] = 0
+        model.net[1].bias[:20] = 0
+    pruned = GroupLasso(epochs=0, finetune_epochs=0, groups="filters").apply(model)
+    assert pruned.config["hidden"] == [280, 100]
+    assert "lr" not in GroupLasso(epochs=0, finetune_epochs=0).settings()
+    with pytest.raises(ValueError, match="needs data"):
+        GroupLasso(epochs=0, finetune_epochs=1).apply(model)

@@ -301,3 +301,16 @@ def test_obs_prune_leaves_its_arguments_alone():
     w0, h0 = w.clone(), h_inv.clone()
     obs_prune(w, h_inv, 3, step=0.0)
     assert torch.equal(w, w0) and torch.equal(h_inv, h0)
+
+
+def test_obs_and_obd_need_no_zoo_network(mnist_train_small):
+    """Any network of Conv2d / Linear layers: the layer sizes come from the data's shape, not
+    from a zoo attribute such as input_shape."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 20), nn.ReLU(), nn.Linear(20, 10))
+    assert not hasattr(model, "input_shape")
+    for method in (OBS(sparsity=0.5, images=64, step=0.5), OBD(sparsity=0.5, images=16)):
+        assert method.supports(model) and method.tags().needs_data
+        pruned = method.apply(model, mnist_train_small)
+        for _, m in prunable_layers(pruned):
+            assert int((m.weight_mask == 0).sum()) == m.weight.numel() // 2

@@ -80,8 +80,8 @@ def test_rounds_reach_the_targets_and_masks_stay_zero_through_retraining(small_t
     model = untrained("lenet300")
     method = Recording(sparsity=0.9, output_sparsity=0.6, layer_sparsity={"net.3": 0.75},
                        rounds=3, epochs=1)
-    method.progress = False
-    out = method.apply(model, small_train)
+    with train.quiet():
+        out = method.apply(model, small_train)
     targets = {"net.1": 0.9, "net.3": 0.75, "net.5": 0.6}
     for name, module in prunable_layers(out):
         n = module.weight.numel()
@@ -103,8 +103,8 @@ def test_rounds_reach_the_targets_and_masks_stay_zero_through_retraining(small_t
 def test_retrain_layer_trains_only_that_layer(small_train):
     model = untrained("lenet300")
     method = Iterative(rounds=1, epochs=1, retrain_layer="net.3")
-    method.progress = False
-    out = method.apply(model, small_train)
+    with train.quiet():
+        out = method.apply(model, small_train)
     before = dict(prunable_layers(model))
     for name, module in prunable_layers(out):
         keep = module.weight_mask.bool()
@@ -162,8 +162,8 @@ def test_retraining_recovers_what_one_shot_pruning_loses(mnist_test_small):
     subset = data.mnist("train").subset(2000, seed=1)
     one_shot = train.evaluate(Magnitude(sparsity=0.95).apply(base), mnist_test_small)
     method = Iterative(sparsity=0.95, output_sparsity=0.95, rounds=2, epochs=2, lr=0.05)
-    method.progress = False
-    retrained = train.evaluate(method.apply(base, subset), mnist_test_small)
+    with train.quiet():
+        retrained = train.evaluate(method.apply(base, subset), mnist_test_small)
     assert retrained > one_shot + 0.02
 
 
@@ -184,9 +184,10 @@ def test_l1_penalty_gradient_is_lambda_sign_w():
 def test_l1_training_leaves_more_near_zero_weights(small_train):
     def near_zero_share(strength):
         model = untrained("lenet300")
-        train.fit(model, small_train, train.Recipe(epochs=4, lr=0.05, weight_decay=0.0,
-                                                   schedule="cosine"),
-                  hooks=[L1Penalty(strength)], progress=False)
+        with train.quiet():
+            train.fit(model, small_train, train.Recipe(epochs=4, lr=0.05, weight_decay=0.0,
+                                                       schedule="cosine"),
+                      hooks=[L1Penalty(strength)])
         w = torch.cat([m.weight.detach().flatten() for _, m in prunable_layers(model)])
         return (w.abs() < 1e-3).float().mean().item()
     plain, mild, strong = near_zero_share(0.0), near_zero_share(1e-3), near_zero_share(3e-3)
@@ -197,8 +198,8 @@ def test_l1reg_thresholds_then_keeps_the_zeros(small_train):
     model = untrained("lenet300")
     for scope in ("layer", "global"):
         method = L1Reg(epochs=1, finetune_epochs=1, sparsity=0.8, scope=scope)
-        method.progress = False
-        out = method.apply(model, small_train)      # fine-tuning keeps the zeros
+        with train.quiet():
+            out = method.apply(model, small_train)      # fine-tuning keeps the zeros
         layers = prunable_layers(out)
         if scope == "layer":
             for name, module in layers:
@@ -206,8 +207,8 @@ def test_l1reg_thresholds_then_keeps_the_zeros(small_train):
         total = sum(m.weight.numel() for _, m in layers)
         assert sum(zeros(m) for _, m in layers) == pytest.approx(0.8 * total, abs=3)
     by_t = L1Reg(epochs=1, finetune_epochs=0, by="threshold", threshold=0.02)
-    by_t.progress = False
-    out = by_t.apply(model, small_train)
+    with train.quiet():
+        out = by_t.apply(model, small_train)
     for name, module in prunable_layers(out):
         w = module.weight.detach()
         assert torch.all(w[w != 0].abs() >= 0.02), name

@@ -320,8 +320,9 @@ def test_bad_values_and_missing_data_raise(cls):
     for field, value in [("keep", 0.0), ("keep", 1.5), ("images", 0), ("positions", 0)]:
         with pytest.raises(ValueError, match=field):
             cls(**{field: value})
-    with pytest.raises(ValueError, match="training data"):
+    with pytest.raises(ValueError, match="needs data"):
         cls().apply(untrained("lenet300"))
+    assert cls().tags().needs_data            # it samples feature maps whatever its settings
     if cls is not rc.ThiNet:   # ThiNet only rescales: it has no ridge
         with pytest.raises(ValueError, match="ridge"):
             cls(ridge=-1.0)
@@ -329,3 +330,25 @@ def test_bad_values_and_missing_data_raise(cls):
         with pytest.raises(ValueError, match="discrimination"):
             cls(discrimination=-1.0)
         assert "steps" not in cls(discrimination=0.0).settings()
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.id)
+def test_supports_a_network_by_its_declared_channel_groups(cls):
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(784, 20), nn.ReLU(), nn.Linear(20, 10))
+    assert not cls().supports(plain)         # no channel groups declared
+    with pytest.raises(ValueError, match="channel_groups"):
+        cls().apply(plain, data.mnist("train").subset(32, seed=0))
+    assert all(cls().supports(untrained(a)) for a in ("lenet300", "lenet5", "vgg_small",
+                                                       "resnet20"))
+
+
+def test_dcp_head_leaves_the_global_random_state_alone(mnist_train_small):
+    model = untrained("lenet5", seed=2)
+    group = channel_groups(model)[0]
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    head = rc.DCP(images=32, head_epochs=1).head(group, model, mnist_train_small)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = rc.DCP(images=32, head_epochs=1).head(group, model, mnist_train_small)
+    for a, b in zip(head.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)

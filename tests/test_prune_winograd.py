@@ -214,3 +214,33 @@ def test_validation():
     with pytest.raises(ValueError, match="needs data"):
         Winograd(epochs=1).apply(models.build("vgg_small", width=4))
     assert "lr" not in Winograd().settings() and "lr" in Winograd(epochs=2).settings()
+
+
+class Small(torch.nn.Module):
+    """Not a zoo network: a 3x3 stride-1 conv (eligible), a 3x3 stride-2 conv (not), a Linear."""
+    input_shape = (2, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(self.b(torch.relu(self.a(x))).flatten(1))
+
+
+def test_supports_any_network_with_a_3x3_stride_1_conv():
+    torch.manual_seed(0)
+    model = Small().eval()
+    method = Winograd(sparsity=0.5)
+    assert method.supports(model) and not method.tags().needs_data
+    out = method.apply(model)
+    assert isinstance(out.a, WinogradConv2d) and isinstance(out.b, torch.nn.Conv2d)
+    assert int((out.a.U == 0).sum()) == 0.5 * out.a.U.numel()
+    only_strided = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, stride=2, padding=1))
+    for net in (only_strided, models.build("lenet5"), models.build("lenet300")):
+        assert not method.supports(net)
+    with pytest.raises(ValueError, match="3x3 stride-1"):
+        method.apply(models.build("lenet5"))
+    assert Winograd(epochs=1).tags().needs_data

@@ -5,7 +5,9 @@ import pytest
 import torch
 from conftest import sample_input, untrained
 
-from workbench import codec, measure
+from workbench import codec, hooks, measure
+from workbench.models.groups import ChannelGroup
+from workbench.prune import surgery
 from workbench.prune.surgery import channel_groups, shrink
 
 ARCHS = ["lenet300", "lenet5", "vgg_small", "resnet20"]
@@ -72,3 +74,56 @@ def test_bad_keep_indices_raise():
         shrink(model, {"net.1": torch.tensor([300])})
     with pytest.raises(ValueError, match="at least one"):
         shrink(model, {"net.1": torch.tensor([], dtype=torch.long)})
+
+
+def test_groups_are_declared_by_the_architectures():
+    """The zoo networks declare their groups; surgery only asks (and a network that declares
+    none has none): no zoo name anywhere."""
+    for arch in ARCHS:
+        model = untrained(arch)
+        assert channel_groups(model) == model.channel_groups()
+        assert all(isinstance(g, ChannelGroup) for g in channel_groups(model))
+    assert channel_groups(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(),
+                                              torch.nn.Linear(3, 2))) == []
+
+
+class Mlp(torch.nn.Module):
+    """Not a zoo network: a subclass of nothing the zoo knows, with its groups declared."""
+    input_shape = (1, 4, 4)
+
+    def __init__(self, widths=(7, 5)):
+        super().__init__()
+        self.config = {"widths": list(widths)}
+        a, b = widths
+        self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, a),
+                                          torch.nn.ReLU(), torch.nn.Linear(a, b), torch.nn.ReLU(),
+                                          torch.nn.Linear(b, 3))
+
+    def forward(self, x):
+        return self.layers(x)
+
+    def channel_groups(self):
+        return [ChannelGroup("layers.1", None, "layers.3", 1, ("widths", 0)),
+                ChannelGroup("layers.3", None, "layers.5", 1, ("widths", 1))]
+
+
+def test_shrink_rebuilds_any_class_from_its_config():
+    torch.manual_seed(0)
+    model = Mlp()
+    smaller = shrink(model, {"layers.1": torch.tensor([0, 2, 3]), "layers.3": [1, 4]})
+    assert type(smaller) is Mlp and smaller.config == {"widths": [3, 2]}
+    assert torch.equal(smaller.layers[1].weight, model.layers[1].weight[[0, 2, 3]])
+    assert torch.equal(smaller.layers[3].weight, model.layers[3].weight[[1, 4]][:, [0, 2, 3]])
+    assert model.config == {"widths": [7, 5]}       # the input's config is untouched
+
+
+def test_shrink_leaves_the_global_random_state_alone():
+    model = untrained("vgg_small")
+    torch.manual_seed(3)
+    state = torch.random.get_rng_state()
+    shrink(model, {"features.0": torch.arange(10)})
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_layer_io_is_the_hooks_one():
+    assert surgery.layer_io is hooks.layer_io

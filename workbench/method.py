@@ -334,33 +334,6 @@ class Method:
         """The hyperparameters in effect, for tables (a method hides knobs it ignores)."""
         return self.params()
 
-    # -- MIGRATION ONLY (contract v1 helpers, removed once every method declares domains)
-    def _check_range(self, name, low, high):
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not low <= value <= high:
-            raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
-                             f"allowed is a number from {low} to {high}")
-
-    def _check_int(self, name, low, high):
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
-                             f"allowed is an integer from {low} to {high}")
-
-    def _check_whole(self, name, low, high):
-        self._check_range(name, low, high)
-        value = getattr(self, name)
-        if value != int(value):
-            raise ValueError(f"{type(self).__name__}.{name}={value!r}: allowed is a whole "
-                             f"number from {low} to {high}")
-
-    def _check_choice(self, name, allowed):
-        value = getattr(self, name)
-        if value not in allowed:
-            raise ValueError(f"{type(self).__name__}.{name}={value!r}: "
-                             f"allowed is one of {', '.join(map(repr, allowed))}")
-
 
 TRAIN_DOMAINS = {"epochs": Int(0, 1000), "lr": Real(1e-9, 10.0), "batch_size": Int(1, 1 << 16),
                  "weight_decay": Real(0.0, 1.0), "seed": Int(0, 2**31 - 1)}

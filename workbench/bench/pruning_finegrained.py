@@ -59,10 +59,10 @@ def run_case(method_name, arch, settings, train, test, smoke) -> tuple[dict, tor
     from ..prune import dns, iterative
     cls = {"Iterative": iterative.Iterative, "L1Reg": iterative.L1Reg, "DNS": dns.DNS}[method_name]
     method = cls(**{**settings, **(cls.smoke if smoke else {})})
-    method.progress = False
     base = zoo.pretrained(arch)
     start = time.perf_counter()
-    out = method.apply(base, train)
+    with training.quiet():
+        out = method.apply(base, train)
     wall = time.perf_counter() - start
     weights, nonzero = weight_counts(out)
     params, nonzero_params = measure.count_params(out)

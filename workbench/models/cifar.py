@@ -2,6 +2,8 @@
 import torch.nn.functional as F
 from torch import nn
 
+from .groups import ChannelGroup
+
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
@@ -35,6 +37,18 @@ class VGGSmall(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Every conv's channels with its BatchNorm, read by the next conv, the last by the
+        head (4 x 4 = 16 inputs each after the Flatten)."""
+        convs = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+        groups = []
+        for k, i in enumerate(convs):
+            last = k == len(convs) - 1
+            consumer = "classifier.1" if last else f"features.{convs[k + 1]}"
+            groups.append(ChannelGroup(f"features.{i}", f"features.{i + 1}", consumer,
+                                       16 if last else 1, ("channels", k)))
+        return groups
 
 
 class BasicBlock(nn.Module):
@@ -94,3 +108,15 @@ class ResNet20(nn.Module):
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Only the channels inside each block (conv1 -> conv2): those a block adds to its
+        shortcut must keep the shortcut's width (Li et al. 2016)."""
+        groups, k = [], 0
+        for s, stage in enumerate(self.stages):
+            for b in range(len(stage)):
+                prefix = f"stages.{s}.{b}"
+                groups.append(ChannelGroup(f"{prefix}.conv1", f"{prefix}.bn1",
+                                           f"{prefix}.conv2", 1, ("inner", k)))
+                k += 1
+        return groups

@@ -1,6 +1,8 @@
 """The two MNIST networks of Han et al. (2015, 2016)."""
 from torch import nn
 
+from .groups import ChannelGroup
+
 
 class LeNet300(nn.Module):
     """LeNet-300-100: 784-300-100-10 fully connected, ReLU (266,610 weights and biases)."""
@@ -21,6 +23,12 @@ class LeNet300(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """The hidden layers' neurons, each read by the next Linear."""
+        n = len(self.config["hidden"])
+        return [ChannelGroup(f"net.{2 * i + 1}", None, f"net.{2 * i + 3}", 1, ("hidden", i))
+                for i in range(n)]
 
 
 class LeNet5(nn.Module):
@@ -46,3 +54,10 @@ class LeNet5(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Both convolutions' channels (conv2's read by fc1 as 4 x 4 = 16 inputs each) and
+        fc1's neurons."""
+        return [ChannelGroup("features.0", None, "features.2", 1, ("channels", 0)),
+                ChannelGroup("features.2", None, "classifier.1", 16, ("channels", 1)),
+                ChannelGroup("classifier.1", None, "classifier.4", 1, ("hidden", None))]

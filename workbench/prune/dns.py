@@ -25,15 +25,15 @@ The result carries ordinary ``torch.nn.utils.prune`` masks (``weight_orig`` keep
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from ..method import Method, clone_model
-from ..train import Hook, Recipe, fit
+from ..method import (Int, Mapping, Real, TrainingMethod, check_layer_names, clone_model,
+                      knob)
+from ..train import Hook
 from .magnitude import prunable_layers
 
 
@@ -129,7 +129,7 @@ class SurgeryHook(Hook):
 # ------------------------------------------------------------------ the method
 
 @dataclass
-class DNS(Method):
+class DNS(TrainingMethod):
     """Dynamic network surgery: prune and splice during training (Guo et al. 2016).
 
     ``c_rate`` sets the threshold of the hidden layers, ``output_c_rate`` that of the last
@@ -138,58 +138,50 @@ class DNS(Method):
     """
     id = "prune.dns"
     reference = "Guo, Yao, Chen 2016, Dynamic Network Surgery for Efficient DNNs"
-    needs_data = True
-    progress: ClassVar[bool] = True    # training bars; set False on an instance for quiet runs
     sliders = {"c_rate": (-1.0, 5.0, 0.1), "output_c_rate": (-1.0, 5.0, 0.1),
                "margin": (0.0, 0.5, 0.01),
                "epochs": (1, 20, 1), "lr": (0.001, 0.1, 0.001)}
     smoke = {"epochs": 1}
+    effects = ("fewer_nonzeros", "fewer_bytes")
 
-    c_rate: float = 4.0
-    output_c_rate: float = 3.0      # the last (classifier) layer, pruned less
-    layer_c_rate: dict = field(default_factory=dict)
-    margin: float = 0.1             # a = (1 - margin) t, b = (1 + margin) t
-    gamma: float = 1e-4             # mask revision chance (1 + gamma step) ** -power
-    power: float = 1.0
-    epochs: int = 8
-    surgery_share: float = 0.75     # masks revised during this share of the steps, then fixed
+    c_rate: float = knob(4.0, Real(-10.0, 10.0))
+    output_c_rate: float = knob(3.0, Real(-10.0, 10.0))   # the last layer, pruned less
+    layer_c_rate: dict = knob({}, Mapping(Real(-10.0, 10.0)))
+    margin: float = knob(0.1, Real(0.0, 0.99))    # a = (1 - margin) t, b = (1 + margin) t
+    gamma: float = knob(1e-4, Real(0.0, 1.0))     # revision chance (1 + gamma step) ** -power
+    power: float = knob(1.0, Real(0.0, 10.0))
+    # Training: the surgery happens during it, so at least one epoch.
+    epochs: int = knob(8, Int(1, 1000))
+    # masks revised during this share of the steps, then fixed
+    surgery_share: float = knob(0.75, Real(0.0, 1.0))
     lr: float = 0.02
     weight_decay: float = 5e-4      # also pulls the masked weights back toward zero
-    batch_size: int = 128
-    seed: int = 0
 
-    def validate(self):
-        self._check_range("c_rate", -10.0, 10.0)
-        self._check_range("output_c_rate", -10.0, 10.0)
-        for name, value in self.layer_c_rate.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not -10 <= value <= 10:
-                raise ValueError(f"DNS.layer_c_rate[{name!r}]={value!r}: "
-                                 "allowed is a number from -10 to 10")
-        self._check_range("margin", 0.0, 0.99)
-        self._check_range("gamma", 0.0, 1.0)
-        self._check_range("power", 0.0, 10.0)
-        self._check_range("lr", 1e-8, 10.0)
-        self._check_range("weight_decay", 0.0, 1.0)
-        self._check_int("epochs", 1, 1000)
-        self._check_range("surgery_share", 0.0, 1.0)
-        self._check_int("batch_size", 1, 1 << 16)
-        self._check_int("seed", 0, 2**31 - 1)
+    def check_model(self, model):
+        check_layer_names(self, "layer_c_rate", model)
 
     def c_rates(self, model: nn.Module) -> dict[str, float]:
         names = [n for n, _ in prunable_layers(model)]
-        unknown = set(self.layer_c_rate) - set(names)
-        if unknown:
-            raise ValueError(f"DNS.layer_c_rate names {sorted(unknown)}, not layers of "
-                             f"{type(model).__name__}; allowed: {names}")
+        self.check_model(model)
         rates = {n: self.c_rate for n in names[:-1]} | {names[-1]: self.output_c_rate}
         return rates | self.layer_c_rate
 
     def run(self, model: nn.Module, data) -> tuple[nn.Module, SurgeryHook]:
-        """The pruned network and the hook with its statistics (mask changes per epoch)."""
+        """What ``apply`` returns, and the hook with its statistics (mask changes per epoch).
+        ``model`` is untouched."""
+        self.check_model(model)
         if data is None:
-            raise ValueError("DNS needs data: the training set to train on")
+            raise ValueError(f"{self.id} needs data: pass the training set as run(model, data)")
         out = clone_model(model)
+        hook = self.surgery(out, data)
+        return out.eval(), hook
+
+    def compress(self, model, data=None):
+        self.surgery(model, data)
+        return model
+
+    def surgery(self, out: nn.Module, data) -> SurgeryHook:
+        """Train ``out`` in place with the surgery; its masks end as torch.nn.utils.prune's."""
         rates = self.c_rates(out)
         layers = {}
         for name, module in prunable_layers(out):
@@ -204,17 +196,12 @@ class DNS(Method):
         hook = SurgeryHook(layers, self.gamma, self.power, stop, self.seed)
         if self.surgery_share:
             hook.revise_all()          # step 0: chance 1, the first cut from the input
-        fit(out, data, Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                              weight_decay=self.weight_decay, schedule="cosine",
-                              seed=self.seed), hooks=[hook], progress=self.progress)
+        self.fit(out, data, hooks=[hook], schedule="cosine")
         for module, _, _ in layers.values():       # hand over to torch.nn.utils.prune
             mask = module.parametrizations.weight[0].mask.clone()
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
             prune.custom_from_mask(module, "weight", mask)
-        return out.eval(), hook
-
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        return self.run(model, data)[0]
+        return hook
 
 
 # The methods this module registers in workbench.METHODS.

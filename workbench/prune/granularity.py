@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import Method, clone_model
+from ..method import Choice, Int, Method, Real, clone_model, knob
 from . import surgery
 
 GRANULARITIES = ("weight", "vector", "kernel", "group", "filter", "strided")
@@ -118,23 +118,18 @@ class Granularity(Method):
                  "Sparsity in Convolutional Neural Networks; Anwar, Hwang, Sung 2015, "
                  "Structured Pruning of Deep Convolutional Neural Networks")
     sliders = {"sparsity": (0.0, 0.99, 0.01), "group_size": (1, 32, 1)}
-    archs = ("lenet5", "vgg_small", "resnet20")       # convolutions only: not lenet300
+    effects = ("fewer_nonzeros", "fewer_bytes")
+    requires = "Conv2d layers (linear layers stay dense)"
 
-    sparsity: float = 0.5
-    granularity: str = "kernel"     # one of GRANULARITIES
-    norm: str = "l1"                # "l1" (mean |w|) | "l2" (root mean square)
-    group_size: int = 4             # filters per block (granularity "group")
-    stride: int = 2                 # sub-lattice stride (granularity "strided")
+    sparsity: float = knob(0.5, Real(0.0, 1.0))
+    granularity: str = knob("kernel", Choice(GRANULARITIES))
+    # "l1" (mean |w|) | "l2" (root mean square)
+    norm: str = knob("l1", Choice(("l1", "l2")))
+    group_size: int = knob(4, Int(1, 1024))     # filters per block (granularity "group")
+    stride: int = knob(2, Int(1, 1024))         # sub-lattice stride (granularity "strided")
 
-    def validate(self):
-        self._check_range("sparsity", 0.0, 1.0)
-        self._check_choice("granularity", GRANULARITIES)
-        self._check_choice("norm", ("l1", "l2"))
-        for name in ("group_size", "stride"):
-            self._check_range(name, 1, 1024)
-            if int(getattr(self, name)) != getattr(self, name):
-                raise ValueError(f"Granularity.{name}={getattr(self, name)!r}: allowed is a "
-                                 "whole number from 1 to 1024")
+    def supports(self, model):
+        return bool(conv_layers(model))
 
     def settings(self) -> dict:
         shown = self.params()
@@ -153,8 +148,7 @@ class Granularity(Method):
             out[name] = group_mask(conv.weight, ids, self.sparsity, self.norm)
         return out
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        pruned = clone_model(model)
+    def compress(self, pruned: nn.Module, data=None) -> nn.Module:
         for name, mask in self.masks(pruned).items():
             conv = pruned.get_submodule(name)
             prune.custom_from_mask(conv, "weight", mask)

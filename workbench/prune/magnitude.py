@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import Method, clone_model
+from ..method import (Choice, Method, Name, Optional, Real, Seq, check_layer_names,
+                      knob)
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -51,24 +52,18 @@ class Magnitude(Method):
     reference = "Han, Pool, Tran, Dally 2015, Learning both Weights and Connections"
     sliders = {"sparsity": (0.0, 0.99, 0.01), "quality": (0.0, 3.0, 0.05),
                "threshold": (0.0, 0.3, 0.005)}
+    effects = ("fewer_nonzeros", "fewer_bytes")
 
-    sparsity: float = 0.9
-    threshold: float = 0.05
-    quality: float = 1.0
-    by: str = "sparsity"            # which of the three knobs sets the threshold
-    scope: str = "layer"            # "layer" | "global"
-    layers: tuple[str, ...] | None = None   # prune only these layers (None: every layer)
+    sparsity: float = knob(0.9, Real(0.0, 1.0))
+    threshold: float = knob(0.05, Real(0.0))
+    quality: float = knob(1.0, Real(0.0))
+    by: str = knob("sparsity", Choice(("sparsity", "threshold", "quality")))  # which knob rules
+    scope: str = knob("layer", Choice(("layer", "global")))
+    layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: every layer
 
-    def validate(self):
-        self._check_choice("by", ("sparsity", "threshold", "quality"))
-        self._check_choice("scope", ("layer", "global"))
-        self._check_range("sparsity", 0.0, 1.0)
-        self._check_range("threshold", 0.0, float("inf"))
-        self._check_range("quality", 0.0, float("inf"))
-        if self.layers is not None and (isinstance(self.layers, str) or not all(
-                isinstance(n, str) for n in self.layers)):
-            raise ValueError(f"Magnitude.layers={self.layers!r}: allowed is None or a tuple "
-                             "of layer names, e.g. ('net.1',)")
+    def check_model(self, model):
+        if self.layers is not None:
+            check_layer_names(self, "layers", model)
 
     def settings(self) -> dict:
         chosen = {"layers": list(self.layers)} if self.layers is not None else {}
@@ -78,10 +73,7 @@ class Magnitude(Method):
         """Layer name -> mask, computed from the (effective) weights of ``model``."""
         layers = prunable_layers(model)
         if self.layers is not None:
-            unknown = set(self.layers) - {n for n, _ in layers}
-            if unknown:
-                raise ValueError(f"unknown layers {sorted(unknown)}; prunable layers: "
-                                 f"{[n for n, _ in layers]}")
+            check_layer_names(self, "layers", model)
             layers = [(n, m) for n, m in layers if n in self.layers]
         weights = {name: m.weight.detach() for name, m in layers}
         if self.by == "sparsity" and self.scope == "layer":
@@ -101,14 +93,13 @@ class Magnitude(Method):
         pooled_std = torch.cat([w.flatten() for w in weights.values()]).std().item()
         return {n: threshold_mask(w, self.quality * pooled_std) for n, w in weights.items()}
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        pruned = clone_model(model)
-        masks = self.masks(pruned)
-        for name, module in prunable_layers(pruned):
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        masks = self.masks(model)
+        for name, module in prunable_layers(model):
             if name in masks:
                 # An already pruned layer gets its mask combined with the old (PruningContainer).
                 prune.custom_from_mask(module, "weight", masks[name])
-        return pruned
+        return model
 
 
 def layer_sensitivity(model: nn.Module, data, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99),

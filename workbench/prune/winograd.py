@@ -38,10 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import Method, clone_model
+from ..hooks import probe
+from ..method import Choice, Real, TrainingMethod, knob
 from ..models import register_module, replace_module
-from ..measure import probe
-from ..train import Recipe, fit
 from .magnitude import magnitude_mask
 
 # Lavin & Gray 2016, F(2x2, 3x3).
@@ -216,7 +215,7 @@ def multiplications(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict
 
 
 @dataclass
-class Winograd(Method):
+class Winograd(TrainingMethod):
     """3x3 convs as Winograd F(2x2, 3x3) layers, pruned in the Winograd domain (Liu et al. 2018).
 
     Every 3x3 stride-1 padding-1 convolution becomes a WinogradConv2d with U = G w G^T (the
@@ -225,37 +224,34 @@ class Winograd(Method):
     U for ``epochs``; ``domain="spatial"`` is the baseline: prune w at the same sparsity,
     retrain w, then transform, which fills most zeros of U back in. Masks are
     torch.nn.utils.prune's (``U_orig`` and ``U_mask``): retraining keeps them at zero without
-    a hook, a learner can see them, and the codec folds them into a sparse U.
+    a hook, a learner can see them, and the codec folds them into a sparse U. Without
+    retraining (``epochs=0``, the default) it needs no data.
     """
     id = "prune.winograd"
     reference = ("Liu, Pool, Han, Dally 2018, Efficient Sparse-Winograd Convolutional Neural "
                  "Networks")
     sliders = {"sparsity": (0.0, 0.95, 0.01)}
-    needs_data = True               # only when epochs > 0 (retraining)
-    archs = ("vgg_small", "resnet20")   # the zoo nets with 3x3 stride-1 convolutions
     # Pruning only: training through the Winograd transforms on CPU is about 5x slower than
     # through a conv (one epoch of 256 images: 4-8 s), so the retraining is tested on its own.
     smoke = {"epochs": 0}
+    # U keeps 30 % of 16 entries per kernel, fewer than the 9 of w: fewer values to store, and
+    # each is a multiplication per tile.
+    effects = ("fewer_nonzeros", "fewer_macs", "fewer_bytes")
+    requires = "a 3x3 stride-1 padding-1 Conv2d (what F(2x2, 3x3) computes)"
 
-    sparsity: float = 0.7
-    domain: str = "winograd"        # where the weights are pruned: "winograd" | "spatial"
+    sparsity: float = knob(0.7, Real(0.0, 1.0))
+    # where the weights are pruned
+    domain: str = knob("winograd", Choice(("winograd", "spatial")))
     epochs: int = 0                 # retraining epochs after pruning (0: none, no data needed)
     lr: float = 0.01                # Winograd-domain retraining needs a low rate (Li et al.)
-    batch_size: int = 128
-    seed: int = 0
+    weight_decay: float = 5e-4
 
-    def validate(self):
-        self._check_range("sparsity", 0.0, 1.0)
-        self._check_choice("domain", ("winograd", "spatial"))
-        for name, low in (("epochs", 0), ("batch_size", 1), ("seed", 0)):
-            self._check_range(name, low, float("inf"))
-            if not isinstance(getattr(self, name), int):
-                raise ValueError(f"Winograd.{name}={getattr(self, name)!r}: allowed is a "
-                                 f"whole number >= {low}")
-        self._check_range("lr", 1e-8, 10.0)
+    def supports(self, model):
+        return bool(eligible_convs(model))
 
     def settings(self) -> dict:
-        retrain = {"lr": self.lr, "batch_size": self.batch_size} if self.epochs else {}
+        retrain = {"lr": self.lr, "batch_size": self.batch_size,
+                   "weight_decay": self.weight_decay, "seed": self.seed} if self.epochs else {}
         return {"sparsity": self.sparsity, "domain": self.domain, "epochs": self.epochs,
                 **retrain}
 
@@ -263,30 +259,24 @@ class Winograd(Method):
         if self.epochs:
             # Masks from torch.nn.utils.prune keep the pruned entries at zero: the layer
             # computes U_orig * U_mask, so their gradient is zero and fit needs no hook.
-            fit(model, data, Recipe(epochs=self.epochs, lr=self.lr,
-                                    batch_size=self.batch_size, schedule="cosine",
-                                    augment=True, seed=self.seed), progress=False)
+            self.fit(model, data, schedule="cosine", augment=True)
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        if self.epochs and data is None:
-            raise ValueError(f"Winograd.epochs={self.epochs}: retraining needs data "
-                             "(the training Dataset); use epochs=0 to prune only")
-        out = clone_model(model)
-        names = eligible_convs(out)
+    def compress(self, model, data=None):
+        names = eligible_convs(model)
         if self.domain == "spatial":
             for name in names:
-                conv = out.get_submodule(name)
+                conv = model.get_submodule(name)
                 prune.custom_from_mask(conv, "weight", magnitude_mask(conv.weight.detach(),
                                                                       self.sparsity))
-            self.retrain(out, data)
-        to_winograd(out, names)        # U = G w G^T of the (masked) spatial weights
+            self.retrain(model, data)
+        to_winograd(model, names)        # U = G w G^T of the (masked) spatial weights
         if self.domain == "winograd":
             for name in names:
-                layer = out.get_submodule(name)
+                layer = model.get_submodule(name)
                 prune.custom_from_mask(layer, "U", magnitude_mask(layer.U.detach(),
                                                                   self.sparsity))
-            self.retrain(out, data)
-        return out
+            self.retrain(model, data)
+        return model
 
 
 METHODS = (Winograd,)
