@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import untrained
 
+from workbench import codec, models, train
 from workbench.quantize.grad8 import (GradientCodec, Grad8, decode_byte, dequantize_dynamic_tree,
-                                      dynamic_tree_codebook, encoded_bytes,
+                                      dynamic_tree_codebook, encoded_bytes, gradient_traffic,
                                       quantize_dynamic_tree)
 
 
@@ -77,12 +78,12 @@ def test_gradients_are_replaced_by_their_8bit_approximation_and_counted():
     x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
     loss = torch.nn.functional.cross_entropy(model(x), y)
     exact = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
-    with GradientCodec(model) as codec:
+    with GradientCodec(model) as counter:
         loss.backward()
     for p, g in zip(model.parameters(), exact):
         assert torch.equal(p.grad, dequantize_dynamic_tree(*quantize_dynamic_tree(g)))
     numel = sum(p.numel() for p in model.parameters())
-    traffic = codec.traffic()
+    traffic = counter.traffic()
     assert traffic["bytes_sent"] == numel + 4 * 6 and traffic["bytes_fp32"] == 4 * numel
     assert all(p._backward_hooks is None or not p._backward_hooks for p in model.parameters())
 
@@ -91,10 +92,10 @@ def test_grad8_trains_like_fp32_on_a_small_set(mnist_train_small, mnist_test_sma
     from workbench.train import evaluate
     scores, traffic = {}, {}
     for fmt in ("fp32", "dynamic_tree"):
-        method = Grad8(gradients=fmt, epochs=2, lr=0.05)
-        method.progress = False
-        out = method.apply(untrained("lenet300"), mnist_train_small)
-        scores[fmt], traffic[fmt] = evaluate(out, mnist_test_small), out.gradient_traffic
+        with train.quiet():
+            out = Grad8(gradients=fmt, epochs=2, lr=0.05).apply(untrained("lenet300"),
+                                                                mnist_train_small)
+        scores[fmt], traffic[fmt] = evaluate(out, mnist_test_small), gradient_traffic(out)
     assert scores["dynamic_tree"] >= scores["fp32"] - 0.03
     assert traffic["fp32"]["ratio"] == 1
     assert traffic["dynamic_tree"]["ratio"] == pytest.approx(4, rel=1e-3)
@@ -105,3 +106,20 @@ def test_grad8_trains_like_fp32_on_a_small_set(mnist_train_small, mnist_test_sma
 def test_bad_format_is_refused():
     with pytest.raises(ValueError, match="gradients"):
         Grad8(gradients="fp8")
+    with pytest.raises(ValueError, match="epochs"):
+        Grad8(epochs=-1)
+
+
+def test_traffic_is_attached_and_travels_with_copies_and_the_file(mnist_train_small):
+    import copy
+    base = untrained("lenet300")
+    assert gradient_traffic(base) is None
+    with train.quiet():
+        out = Grad8(epochs=1).apply(base, mnist_train_small.subset(128, seed=0))
+    traffic = gradient_traffic(out)
+    assert traffic["format"] == "dynamic_tree" and traffic["gradient_tensors"] == 6
+    assert models.attached(out, "gradient_traffic") == traffic
+    assert not hasattr(base, "gradient_traffic")                    # the input untouched
+    assert gradient_traffic(copy.deepcopy(out)) == traffic
+    assert gradient_traffic(codec.decode(codec.encode(out))) == traffic
+    assert Grad8().tags().bits_per_weight == 32 and not Grad8(epochs=0).tags().needs_data

@@ -13,7 +13,7 @@ from conftest import sample_input, untrained
 from sklearn.cluster import KMeans as SKLearnKMeans
 from threadpoolctl import threadpool_limits
 
-from workbench import codec, models
+from workbench import codec, models, train
 from workbench.prune import Magnitude, prunable_layers
 from workbench.quantize.kmeans import (INITS, KMeans, TrainedKMeans, init_centroids,
                                        kmeans_codebook, lloyd_1d, share_weights)
@@ -131,9 +131,9 @@ def test_pruned_zeros_stay_zero_and_are_not_clustered(how, mnist_train_small):
     if how == "zeros":     # a plain network with exact zeros instead of weight_mask
         pruned = codec.decode(codec.encode(pruned))
     zeros = {name: w == 0 for name, w in layer_values(pruned).items()}
-    trained = TrainedKMeans(k=8, epochs=1, lr=1e-3)
-    trained.progress = False
-    for out in (KMeans(k=8).apply(pruned), trained.apply(pruned, mnist_train_small)):
+    with train.quiet():
+        trained = TrainedKMeans(k=8, epochs=1, lr=1e-3).apply(pruned, mnist_train_small)
+    for out in (KMeans(k=8).apply(pruned), trained):
         for name, m in prunable_layers(out):
             assert torch.equal(m.weight == 0, zeros[name]), name
             assert len(torch.unique(m.weight[m.weight != 0])) == 8, name
@@ -147,16 +147,28 @@ def test_pruned_zeros_stay_zero_and_are_not_clustered(how, mnist_train_small):
 
 
 def test_validation():
-    assert KMeans(k=16.0).k == 16.0          # a float slider's whole number is fine
+    assert KMeans(k=16.0).k == 16 and isinstance(KMeans(k=16.0).k, int)   # a float slider
     for bad in (dict(k=1), dict(k=16.5), dict(k="x"), dict(init="kmeans++"), dict(conv_k=1)):
         field = next(iter(bad))
         with pytest.raises(ValueError, match=field):
             KMeans(**bad)
     with pytest.raises(ValueError, match="train_biases"):
         TrainedKMeans(train_biases="yes")
+    with pytest.raises(ValueError, match="seed"):        # the training's seed range
+        TrainedKMeans(seed=2 ** 40)
+    assert KMeans(seed=2 ** 40).seed == 2 ** 40          # k-means' own seed goes further
     with pytest.raises(ValueError, match="needs data"):
         TrainedKMeans().apply(untrained("lenet300"))
-    assert KMeans(k=16).bits_per_weight() == 4 and TrainedKMeans(k=8).bits_per_weight() == 3
+    assert KMeans(k=16).tags().bits_per_weight == 4 and TrainedKMeans(k=8).bits_per_weight() == 3
+    assert not KMeans().tags().needs_data and TrainedKMeans().tags().needs_data
+    assert not TrainedKMeans(epochs=0).tags().needs_data
+
+
+def test_trained_kmeans_without_epochs_is_kmeans():
+    model = untrained("lenet300", seed=5)
+    shared, trained = KMeans(k=8).apply(model), TrainedKMeans(k=8, epochs=0).apply(model)
+    for (name, a), (_, b) in zip(prunable_layers(shared), prunable_layers(trained)):
+        assert torch.equal(a.weight, b.weight), name
 
 
 # ------------------------------------------------------------------ trained centroids
@@ -188,7 +200,6 @@ def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
 
 def test_a_training_step_moves_centroids_not_assignments(mnist_train_small):
     method = TrainedKMeans(k=6, epochs=1, lr=1e-3)
-    method.progress = False
     shared, keep_zero = method.share(small_net())
     books = {n: m.parametrizations.weight.original.detach().clone()
              for n, m in prunable_layers(shared)}
@@ -201,7 +212,8 @@ def test_a_training_step_moves_centroids_not_assignments(mnist_train_small):
         assert not torch.equal(book, books[name]), name                  # centroids moved
         assert torch.equal(m.parametrizations.weight[0].indices, indices[name])
         assert torch.equal(m.weight, book[indices[name]])                # still shared
-    out = method.apply(small_net(), mnist_train_small)
+    with train.quiet():
+        out = method.apply(small_net(), mnist_train_small)
     for name, w in layer_values(out).items():
         assert len(torch.unique(w)) == 6, name
         assert not torch.nn.utils.parametrize.is_parametrized(out.get_submodule(name))
@@ -209,8 +221,8 @@ def test_a_training_step_moves_centroids_not_assignments(mnist_train_small):
 
 def test_frozen_biases_stay_put(mnist_train_small):
     method = TrainedKMeans(k=4, epochs=1, lr=1e-3, train_biases=False)
-    method.progress = False
     net = small_net()
-    out = method.apply(net, mnist_train_small)
+    with train.quiet():
+        out = method.apply(net, mnist_train_small)
     for (name, a), (_, b) in zip(prunable_layers(net), prunable_layers(out)):
         assert torch.equal(a.bias, b.bias), name

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import untrained
 
-from workbench.quantize import lowbit
+from workbench import train
+from workbench.quantize import lowbit, lowbit_tensors
 from workbench.quantize.lowbit import (DoReFa, LearnedStep, QuantReLU, Symmetric,
                                        dorefa_activations, dorefa_weights, lsq_quantize,
                                        lsq_range, lsq_step_gradient, pact_activations,
@@ -161,9 +162,8 @@ def middle_layers(model):
 
 def test_dorefa_apply_folds_to_2bit_middle_layers_and_float_ends(small):
     base = untrained("lenet5")
-    method = DoReFa(weight_bits=2, epochs=1)
-    method.progress = False
-    out = method.apply(base, small)
+    with train.quiet():
+        out = DoReFa(weight_bits=2, epochs=1).apply(base, small)
     middle, names = middle_layers(out)
     for layer in middle.values():
         assert layer.weight.unique().numel() <= 4
@@ -174,8 +174,8 @@ def test_dorefa_apply_folds_to_2bit_middle_layers_and_float_ends(small):
 def test_lsq_apply_weights_are_step_times_integers(small):
     base = untrained("lenet300")
     method = LearnedStep(learn="lsq", weight_bits=3, act_bits=2, end_bits=8, epochs=1)
-    method.progress = False
-    out = method.apply(base, small)
+    with train.quiet():
+        out = method.apply(base, small)
     middle, names = middle_layers(out)
     (layer,) = middle.values()
     values = layer.weight.unique()
@@ -189,9 +189,8 @@ def test_lsq_apply_weights_are_step_times_integers(small):
 
 
 def test_symmetric_apply_all_layers_ternary(small):
-    method = Symmetric(quantize_ends=True, epochs=1)
-    method.progress = False
-    out = method.apply(untrained("lenet300"), small)
+    with train.quiet():
+        out = Symmetric(quantize_ends=True, epochs=1).apply(untrained("lenet300"), small)
     for layer in middle_layers(out)[0].values():
         values = layer.weight.unique()
         assert values.numel() == 3 and values[1] == 0 and values[0] == -values[2]
@@ -199,13 +198,47 @@ def test_symmetric_apply_all_layers_ternary(small):
 
 @pytest.mark.parametrize("cls, field, value", [
     (DoReFa, "weight_bits", 0), (DoReFa, "act_bits", 9), (LearnedStep, "learn", "apot"),
-    (LearnedStep, "weight_bits", 1), (Symmetric, "group", "channel"), (Symmetric, "eta", 1.5)])
+    (LearnedStep, "weight_bits", 1), (Symmetric, "group", "channel"), (Symmetric, "eta", 1.5),
+    (Symmetric, "quantize_ends", 1), (DoReFa, "epochs", 2.5), (LearnedStep, "pact_alpha", "x")])
 def test_bad_values_are_refused_by_name(cls, field, value):
     with pytest.raises(ValueError, match=field):
         cls(**{field: value})
 
 
 def test_nominal_bits():
-    assert DoReFa(weight_bits=3).bits_per_weight() == 3
-    assert Symmetric().bits_per_weight() == pytest.approx(math.log2(3))
+    assert DoReFa(weight_bits=3).tags().bits_per_weight == 3
+    assert Symmetric().tags().bits_per_weight == pytest.approx(math.log2(3))
     assert Symmetric(codebook="binary").bits_per_weight() == 1
+
+
+def test_rules_between_fields_and_data_needs():
+    with pytest.raises(ValueError, match="end_bits"):
+        LearnedStep(learn="lsq", end_bits=1)
+    assert LearnedStep(learn="pact", end_bits=1).end_bits == 1
+    # LSQ calibrates its activation steps on a batch: data even without training
+    assert LearnedStep(epochs=0).tags().needs_data
+    assert not LearnedStep(learn="pact", epochs=0).tags().needs_data
+    assert not DoReFa(epochs=0).tags().needs_data and DoReFa().tags().needs_data
+    out = DoReFa(weight_bits=2, epochs=0).apply(untrained("lenet300"))   # quantize only
+    assert middle_layers(out)[0]["net.3"].weight.unique().numel() <= 4
+
+
+def test_lsq_calibration_sets_steps_and_leaves_no_hooks():
+    model = untrained("lenet300")
+    lowbit.quantize_relus(model, 2, "lsq")
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model.train()
+    lowbit.calibrate_lsq_steps(model, x)
+    assert model.training
+    assert not any(m._forward_pre_hooks for m in model.modules())
+    relu = model.net[2]
+    with torch.no_grad():
+        inputs = model.net[1](model.net[0](x))
+    assert torch.isclose(relu.step, lowbit.lsq_init(torch.relu(inputs), 3))
+
+
+def test_functions_on_tensors_stay_importable_from_lowbit():
+    for name in dir(lowbit_tensors):
+        obj = getattr(lowbit_tensors, name)
+        if callable(obj) and getattr(obj, "__module__", None) == lowbit_tensors.__name__:
+            assert getattr(lowbit, name) is obj, name

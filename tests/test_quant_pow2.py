@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from workbench import codec, models
+from workbench import codec, models, train
 from workbench.method import clone_model
 from workbench.quantize.pow2 import (INQ, Log, PartlyFrozen, exponent_window, inq_levels,
                                      inq_partition, inq_quantize, is_pow2_or_zero, log_quantize,
@@ -105,34 +105,35 @@ def test_inq_partition_takes_the_largest_free_magnitudes():
 
 def test_inq_freezes_its_share_and_grows_it_as_scheduled(tiny_mnist):
     base = models.build("lenet300")
-    INQ.progress = False
     method = INQ(bits=5, epochs=1, lr=0.05)
     model = clone_model(base)
     previous = {}
-    for share, m in method.rounds(model, tiny_mnist):
-        for name, layer in [("net.1", m.net[1]), ("net.5", m.net[5])]:
-            p = layer.parametrizations.weight[0]
-            assert isinstance(p, PartlyFrozen)
-            frozen = p.frozen
-            assert int(frozen.sum()) == round(share * frozen.numel())
-            w = layer.weight.detach()
-            # the quantized share is exactly its frozen values, powers of two, after retraining
-            assert torch.equal(w[frozen], p.values[frozen])
-            assert bool(is_pow2_or_zero(w[frozen]).all())
-            if name in previous:
-                old_mask, old_values = previous[name]
-                assert torch.all(frozen[old_mask])                 # still frozen
-                assert torch.equal(w[old_mask], old_values)         # unchanged by retraining
-            previous[name] = (frozen.clone(), w[frozen].clone())
-        if share < 1:   # the free weights did train
-            assert not torch.equal(m.net[1].weight[~m.net[1].parametrizations.weight[0].frozen],
-                                   base.net[1].weight[~m.net[1].parametrizations.weight[0].frozen])
+    with train.quiet():   # the rounds run lazily: the whole loop is quiet
+        for share, m in method.rounds(model, tiny_mnist):
+            for name, layer in [("net.1", m.net[1]), ("net.5", m.net[5])]:
+                p = layer.parametrizations.weight[0]
+                assert isinstance(p, PartlyFrozen)
+                frozen = p.frozen
+                assert int(frozen.sum()) == round(share * frozen.numel())
+                w = layer.weight.detach()
+                # the quantized share is exactly its frozen values, powers of two, after
+                # retraining
+                assert torch.equal(w[frozen], p.values[frozen])
+                assert bool(is_pow2_or_zero(w[frozen]).all())
+                if name in previous:
+                    old_mask, old_values = previous[name]
+                    assert torch.all(frozen[old_mask])                 # still frozen
+                    assert torch.equal(w[old_mask], old_values)         # unchanged by retraining
+                previous[name] = (frozen.clone(), w[frozen].clone())
+            if share < 1:   # the free weights did train
+                free = ~m.net[1].parametrizations.weight[0].frozen
+                assert not torch.equal(m.net[1].weight[free], base.net[1].weight[free])
 
 
 def test_inq_result_is_all_powers_of_two_in_its_levels(tiny_mnist):
     base = models.build("lenet5")
-    INQ.progress = False
-    out = INQ(bits=5, epochs=1, shares=(0.5, 1.0)).apply(base, tiny_mnist)
+    with train.quiet():
+        out = INQ(bits=5, epochs=1, shares=(0.5, 1.0)).apply(base, tiny_mnist)
     for name, m in [("features.0", out.features[0]), ("classifier.4", out.classifier[4])]:
         w = m.weight
         assert bool(is_pow2_or_zero(w).all())
@@ -141,6 +142,33 @@ def test_inq_result_is_all_powers_of_two_in_its_levels(tiny_mnist):
         assert e.min() >= n2 and e.max() <= n1
     blob = codec.encode(out)
     assert torch.equal(codec.decode(blob)(torch.ones(2, 1, 28, 28)), out(torch.ones(2, 1, 28, 28)))
+
+
+@pytest.mark.parametrize("shares", ["x", (0.5, "a"), (0.5, None), (0.5, [1.0]), {"a": 1.0},
+                                    (), (0.5, 1.5), (0.75, 0.5, 1.0), (0.5, 0.75), (0.0, 1.0),
+                                    (float("nan"), 1.0)])
+def test_inq_refuses_bad_shares_by_name(shares):
+    """Nested values are checked by the field's domain: a ValueError naming the field, never
+    a TypeError from comparing a string with a number."""
+    with pytest.raises(ValueError, match="shares"):
+        INQ(shares=shares)
+
+
+def test_inq_shares_and_tags():
+    assert INQ(shares=[0.5, 1]).shares == (0.5, 1)          # a list is taken, stored as tuple
+    assert INQ(bits=4).tags().bits_per_weight == 4 and INQ().tags().needs_data
+    assert not INQ(epochs=0).tags().needs_data and not INQ(shares=(1.0,)).tags().needs_data
+    assert Log(bits=3).tags().bits_per_weight == 3 and not Log().tags().needs_data
+    for bad, field in ((dict(bits=1), "bits"), (dict(fsr=2.5), "fsr"), (dict(domain="x"),
+                                                                         "domain")):
+        with pytest.raises(ValueError, match=field):
+            Log(**bad)
+
+
+def test_inq_without_retraining_needs_no_data():
+    base = models.build("lenet300")
+    out = INQ(bits=5, epochs=0).apply(base)
+    assert all(bool(is_pow2_or_zero(m.weight).all()) for m in (out.net[1], out.net[3]))
 
 
 @pytest.fixture(scope="module")

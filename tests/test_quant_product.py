@@ -13,6 +13,7 @@ from sklearn.cluster import KMeans
 from workbench import codec
 from workbench.models import build
 from workbench.quantize import product as P
+from workbench.quantize import product_layer, product_tensors
 
 
 def matrix(out=48, n=30, seed=0):
@@ -137,6 +138,7 @@ def test_lut_forward_on_conv_and_linear_layers():
     assert rows["classifier.1"]["add"] == P.lut_ops(2, 32, 128, 5, 8)["add"]
     assert rows["classifier.1"]["dense_mult"] == 2 * 32 * 128
     assert max(r["max_abs_diff"] for r in rows.values()) < 1e-4
+    assert not any(m._forward_hooks for m in quantized.modules())       # hooks removed
 
 
 def test_penalty_gradient_is_its_hand_derived_form():
@@ -197,6 +199,50 @@ def test_model_file_uses_format_pq_and_decodes_to_the_same_outputs(codebook_dtyp
 def test_bad_hyperparameters_are_refused_by_name():
     for cls, field, value in [(P.PQ, "subvector", 0), (P.PQ, "k", 2.5), (P.RQ, "stages", 0),
                               (P.QCNN, "correction", "none"), (P.PQReg, "strength", -1.0),
-                              (P.PQ, "codebook_dtype", "int8")]:
+                              (P.PQ, "codebook_dtype", "int8"), (P.QCNN, "samples", "x"),
+                              (P.PQReg, "epochs", 1.5), (P.PQReg, "lr", 0.0)]:
         with pytest.raises(ValueError, match=field):
             cls(**{field: value})
+
+
+def test_tags_give_code_bits_and_data_needs():
+    assert P.PQ(subvector=4, k=16).tags().bits_per_weight == 1.0
+    assert P.RQ(subvector=4, k=16, stages=3).bits_per_weight() == 3.0
+    assert not P.PQ().tags().needs_data and not P.RQ().tags().needs_data
+    assert P.QCNN().tags().needs_data and P.QCNN(sweeps=0).tags().needs_data   # samples inputs
+    assert P.PQReg().tags().needs_data and not P.PQReg(epochs=0).tags().needs_data
+    with pytest.raises(ValueError, match="needs data"):
+        P.QCNN().apply(build("lenet300"))
+
+
+def test_supports_is_decided_by_the_layers():
+    """Any network with Conv2d / Linear layers (the cost of many sub-spaces is the user's to
+    choose); a network without any is refused by name of what is missing."""
+    nets = {"mlp": torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)),
+            "conv_bn": torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)),
+            "vgg_small": build("vgg_small")}
+    none = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.ReLU())
+    for cls in (P.PQ, P.RQ, P.QCNN, P.PQReg):
+        assert all(cls().supports(net) for net in nets.values()), cls
+        assert not cls().supports(none)
+    with pytest.raises(ValueError, match="Conv2d or Linear"):
+        P.PQ().apply(none)
+
+
+def test_pq_on_a_cifar_network_round_trips_through_the_file():
+    torch.manual_seed(0)
+    base = build("resnet20").eval()
+    quantized = P.PQ(subvector=25, k=4).apply(base)
+    x = torch.randn(2, 3, 32, 32)
+    blob = codec.encode(quantized)
+    assert len(blob) < len(codec.encode(base)) / 4
+    with torch.no_grad():
+        assert torch.equal(codec.decode(blob)(x), quantized(x))
+
+
+def test_split_modules_keep_every_name_importable_from_product():
+    for module in (product_tensors, product_layer):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if callable(obj) and getattr(obj, "__module__", None) == module.__name__:
+                assert getattr(P, name) is obj, name

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from workbench import codec, models
+from workbench import codec, models, train
 from workbench.quantize.scalar import (BitAllocation, FixedPoint, Float16, allocate_bits,
                                        best_frac, compute_in, fixed_point,
                                        fixed_point_activations, fixed_point_range, sqnr_bits,
@@ -71,9 +71,9 @@ def test_best_frac_beats_its_neighbours():
 
 def test_fixed_point_training_keeps_weights_on_grid_and_learns(tiny_mnist):
     base = models.build("lenet300")
-    FixedPoint.progress = False
-    out = FixedPoint(word=16, frac=12, rounding="stochastic", epochs=2, lr=0.1,
-                     batch_size=32, init="scratch").apply(base, tiny_mnist)
+    with train.quiet():
+        out = FixedPoint(word=16, frac=12, rounding="stochastic", epochs=2, lr=0.1,
+                         batch_size=32, init="scratch").apply(base, tiny_mnist)
     for p in out.parameters():
         assert torch.equal(p * 4096, (p * 4096).round())
     x, y = tiny_mnist.tensors()
@@ -86,12 +86,12 @@ def test_fixed_point_training_keeps_weights_on_grid_and_learns(tiny_mnist):
 def test_round_to_nearest_loses_small_updates_stochastic_keeps_them(tiny_mnist):
     """Q(8, 4): steps of 1/16, far larger than lr * grad; nearest rounds every update away."""
     base = models.build("lenet300")
-    FixedPoint.progress = False
     kwargs = dict(word=8, frac=4, epochs=1, lr=0.01, batch_size=64, init="scratch")
-    start = FixedPoint(word=8, frac=4, rounding="nearest").apply(
-        FixedPoint(**kwargs, rounding="nearest").apply(base, tiny_mnist.subset(1)))
-    nearest = FixedPoint(**kwargs, rounding="nearest").apply(base, tiny_mnist)
-    stochastic = FixedPoint(**kwargs, rounding="stochastic").apply(base, tiny_mnist)
+    with train.quiet():
+        start = FixedPoint(word=8, frac=4, rounding="nearest").apply(
+            FixedPoint(**kwargs, rounding="nearest").apply(base, tiny_mnist.subset(1)))
+        nearest = FixedPoint(**kwargs, rounding="nearest").apply(base, tiny_mnist)
+        stochastic = FixedPoint(**kwargs, rounding="stochastic").apply(base, tiny_mnist)
     moved = lambda m: (m.net[1].weight != start.net[1].weight).float().mean()   # noqa: E731
     assert moved(nearest) == 0
     assert moved(stochastic) > 0.01
@@ -159,6 +159,51 @@ def test_bit_allocation_applies_its_bits(tiny_mnist):
         assert len(torch.unique(out.get_submodule(name).weight)) <= 2 ** b
     uniform = BitAllocation(budget=3.0, rule="uniform").allocate(base)
     assert set(uniform.values()) == {3}
+
+
+def test_tags_say_bits_and_when_data_is_needed():
+    assert FixedPoint(word=8).tags().bits_per_weight == 8
+    assert not FixedPoint(epochs=0).tags().needs_data and FixedPoint(epochs=1).tags().needs_data
+    assert FixedPoint(word=8).apply(models.build("lenet5")) is not None     # no data needed
+    for dtype in ("float16", "bfloat16"):    # rounding changes outputs: never lossless
+        tags = Float16(dtype=dtype).tags()
+        assert not tags.lossless and not tags.needs_data and tags.bits_per_weight == 16
+    assert BitAllocation(budget=3.5, rule="uniform").tags().bits_per_weight == 3
+    assert BitAllocation(budget=3.5).tags().bits_per_weight == 3.5
+    assert BitAllocation(rule="sensitivity").tags().needs_data
+    assert not BitAllocation(rule="sqnr").tags().needs_data
+
+
+def test_scratch_init_is_seeded_without_touching_the_global_rng(tiny_mnist):
+    """The fresh initialization comes from the method's seed on a forked RNG: the same
+    network from any two inputs, and the caller's random stream goes on undisturbed."""
+    first, second = models.build("lenet300"), models.build("lenet300")
+    method = FixedPoint(word=16, frac=12, epochs=1, init="scratch")
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    with train.quiet():
+        a = method.apply(first, tiny_mnist.subset(64, seed=0))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with train.quiet():
+        b = method.apply(second, tiny_mnist.subset(64, seed=0))
+    assert torch.equal(a.net[1].weight, b.net[1].weight)
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(word=1), "word"), (dict(rounding="up"), "rounding"), (dict(act_frac=2.5), "act_frac"),
+    (dict(init="zeros"), "init"), (dict(epochs=-1), "epochs")])
+def test_fixed_point_refuses_bad_values_by_name(bad, field):
+    with pytest.raises(ValueError, match=field):
+        FixedPoint(**bad)
+
+
+def test_bit_allocation_rules_between_fields():
+    with pytest.raises(ValueError, match="max_bits"):
+        BitAllocation(min_bits=6, max_bits=4, budget=5.0)
+    with pytest.raises(ValueError, match="budget"):
+        BitAllocation(budget=5.0, max_bits=4)
+    with pytest.raises(ValueError, match="dtype"):
+        Float16(dtype="float8")
 
 
 @pytest.fixture(scope="module")

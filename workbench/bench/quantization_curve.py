@@ -3,10 +3,10 @@ every quantization method of section B, on one zoo model (LeNet-300-100), in one
 ``plots.bits_curve`` draws as one plot (lesson 02).
 
 Each method runs at a few settings that span its bit-widths. ``bits`` is the method's nominal
-bits per weight (``bits_per_weight()``: log2 k for k-means, the word length for fixed point,
-the index bits over the sub-vector length for product quantization ...). ``file_bits`` is what
-the real file costs: 8 x ``len(codec.encode(model))`` over the number of Conv2d / Linear
-weights, so codebooks, biases, scales and the header are included. Methods that train do so
+bits per weight (its ``bits_per_weight`` tag: log2 k for k-means, the word length for fixed
+point, the index bits over the sub-vector length for product quantization ...). ``file_bits``
+is what the real file costs: 8 x ``len(codec.encode(model))`` over the number of Conv2d /
+Linear weights, so codebooks, biases, scales and the header are included. Methods that train do so
 for ``EPOCHS`` epochs on the full MNIST training set (a smoke run: a few hundred images).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def weight_count(model) -> int:
 
 def rows(smoke: bool = False) -> list[dict]:
     from .. import METHODS, codec, data, zoo
-    from ..train import evaluate
+    from ..train import evaluate, quiet
     train, test = data.mnist("train"), data.mnist("test")
     if smoke:   # seconds: one setting per method, its smoke settings, small subsets
         train, test = train.subset(256, seed=0), test.subset(500, seed=0)
@@ -72,11 +72,12 @@ def rows(smoke: bool = False) -> list[dict]:
         for settings in sweep[:1] if smoke else sweep:
             settings = {**settings, **(cls.smoke if smoke else {})}
             method = cls(**settings)
-            method.progress = False
+            tags = method.tags()
             start = time.perf_counter()
-            model = method.apply(base, train if cls.needs_data else None)
+            with quiet():
+                model = method.apply(base, train if tags.needs_data else None)
             seconds = time.perf_counter() - start
-            bits = method.bits_per_weight()
+            bits = tags.bits_per_weight
             out.append({"method": method_id,
                         "settings": ", ".join(f"{k}={v}" for k, v in settings.items()),
                         "bits": round(float(bits), 3) if bits is not None else None,

@@ -28,16 +28,18 @@ HAN = "Deep Compression: AlexNet 35x, VGG-16 49x, no loss, with pruning + Huffma
 
 def measure(method, base, train, test) -> dict:
     from .. import codec
-    from ..train import evaluate
+    from ..train import evaluate, quiet
+    tags = method.tags()
     start = time.perf_counter()
-    out = method.apply(base, train if method.needs_data else None)
+    with quiet():
+        out = method.apply(base, train if tags.needs_data else None)
     wall = time.perf_counter() - start
     error, base_error = 100 * (1 - evaluate(out, test)), 100 * (1 - evaluate(base, test))
     distinct = [len(torch.unique(m.weight)) for m in out.modules()
                 if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     settings = " ".join(f"{k}={v}" for k, v in method.settings().items())
     return {"method": method.id, "model": "lenet300", "settings": settings,
-            "bits": round(method.bits_per_weight(), 2), "values_per_layer": distinct,
+            "bits": round(tags.bits_per_weight, 2), "values_per_layer": distinct,
             "err_pct": round(error, 2), "base_err_pct": round(base_error, 2),
             "delta_pts": round(error - base_error, 2), "bytes": len(codec.encode(out)),
             "dense_bytes": len(codec.encode(base, formats=("dense",), dtype="float32")),
@@ -71,7 +73,6 @@ def rows(smoke: bool = False) -> list[dict]:
     out.append({**measure(KMeans(k=8), base, train, test), "target": "-", "paper": "-",
                 "met": None})
     trained = TrainedKMeans(k=8, **(TrainedKMeans.smoke if smoke else {}))
-    trained.progress = False
     row = measure(trained, base, train, test)
     out.append({**row, "target": "within 0.3 pts", "paper": HAN,
                 "met": None if smoke else row["delta_pts"] <= 0.3})

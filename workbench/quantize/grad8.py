@@ -16,21 +16,22 @@ Dettmers's own bitsandbytes, ``create_dynamic_map``): 256 distinct values.
 
 ``GradientCodec`` registers a ``Tensor.register_hook`` on every parameter: the gradient is
 replaced by decode(encode(gradient)) before the optimizer sees it, and the bytes of the real
-codes (plus a 4-byte scale) are counted beside the 4 bytes per value of float32. One worker
+codes (plus a 4-byte scale) are counted beside the 4 bytes per value of float32. ``Grad8``
+attaches the counts to the trained network (``gradient_traffic(model)``), so they travel with
+copies and the file. One worker
 is simulated (every gradient crosses the "network" once a step); activations (Dettmers's
 model parallelism) are not compressed here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..method import Method, clone_model
-from ..train import Recipe, fit
+from ..method import Choice, Tags, TrainingMethod, knob
+from ..models import attach, attached
 
 
 # ------------------------------------------------------------------ the dynamic tree format
@@ -136,48 +137,37 @@ class GradientCodec:
                 "bytes_fp32": self.fp32, "ratio": self.fp32 / max(self.sent, 1)}
 
 
+def gradient_traffic(model: nn.Module) -> dict | None:
+    """The gradient bytes counted while ``quant.grad8`` trained ``model`` (None: not trained
+    by it): format, gradient_tensors, bytes_sent, bytes_fp32, ratio."""
+    return attached(model, "gradient_traffic")
+
+
 @dataclass
-class Grad8(Method):
+class Grad8(TrainingMethod):
     """Train with every gradient sent as 8 bits (dynamic tree, or linear for comparison, or
-    fp32 as the baseline). Weights stay float32; ``model.gradient_traffic`` holds the bytes."""
+    fp32 as the baseline). Weights stay float32; ``gradient_traffic(model)`` gives the bytes."""
     id = "quant.grad8"
     reference = "Dettmers 2016, 8-Bit Approximations for Parallelism in Deep Learning"
-    needs_data = True
-    progress: ClassVar[bool] = True
     sliders = {"epochs": (0, 10, 1), "lr": (0.001, 0.1, 0.001)}
     smoke = {"epochs": 1}
+    effects = ("different_outputs",)   # it trains; the stored weights stay float32
 
-    gradients: str = "dynamic_tree"     # "dynamic_tree" | "linear" | "fp32"
+    gradients: str = knob("dynamic_tree", Choice(("dynamic_tree", "linear", "fp32")))
     epochs: int = 1
     lr: float = 0.01
-    batch_size: int = 128
     weight_decay: float = 1e-4
-    seed: int = 0
 
-    def validate(self):
-        self._check_choice("gradients", ("dynamic_tree", "linear", "fp32"))
-        for name, low, high in (("epochs", 0, 1000), ("batch_size", 1, 1 << 16),
-                                ("seed", 0, 2**31 - 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"Grad8.{name}={value!r}: allowed is an integer from "
-                                 f"{low} to {high}")
-        self._check_range("lr", 1e-8, 10.0)
-        self._check_range("weight_decay", 0.0, 1.0)
+    def tags(self) -> Tags:
+        # the stored weights are float32: 8 bits is for the traffic
+        return replace(super().tags(), bits_per_weight=32.0)
 
-    def bits_per_weight(self) -> float:
-        return 32.0             # the stored weights are float32: 8 bits is for the traffic
-
-    def apply(self, model, data=None):
-        if data is None:
-            raise ValueError("Grad8 trains: pass the training set as data")
-        out = clone_model(model)
-        recipe = Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                        weight_decay=self.weight_decay, seed=self.seed)
-        with GradientCodec(out, self.gradients) as codec:
-            fit(out, data, recipe, progress=self.progress)
-        out.gradient_traffic = codec.traffic()
-        return out.eval()
+    def compress(self, model, data=None):
+        with GradientCodec(model, self.gradients) as codec:
+            if self.epochs:
+                self.fit(model, data)
+        attach(model, "gradient_traffic", codec.traffic())
+        return model
 
 
 METHODS = (Grad8,)

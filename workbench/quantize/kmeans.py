@@ -35,16 +35,16 @@ decay, lr 1e-3 (the summed gradient of a centroid is large: lr 1e-2 diverges on 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import Method, clone_model
-from ..train import Hook, Recipe, fit
+from ..method import (TRAIN_DOMAINS, Choice, Flag, Int, Method, Optional, Tags, TrainingMethod,
+                      knob)
+from ..train import Hook
 from .core import SharedWeights, fold, quantizable_layers, quantize_weights
 
 INITS = ("random", "density", "linear")
@@ -217,20 +217,13 @@ class KMeans(Method):
                  "using Vector Quantization; inits as compared by Han, Mao, Dally 2016, "
                  "Deep Compression (sec. 3, fig. 4)")
     sliders = {"k": (2, 256, 1)}
+    effects = ("fewer_bytes", "different_outputs")
 
-    k: int = 16
-    conv_k: int | None = None
-    init: str = "linear"           # "random" | "density" | "linear"
-    seed: int = 0
-    max_iter: int = 300
-
-    def validate(self):
-        self._check_whole("k", 2, 2 ** 16)
-        if self.conv_k is not None:
-            self._check_whole("conv_k", 2, 2 ** 16)
-        self._check_choice("init", INITS)
-        self._check_whole("seed", 0, 2 ** 63 - 1)
-        self._check_whole("max_iter", 1, 100_000)
+    k: int = knob(16, Int(2, 2 ** 16))
+    conv_k: int | None = knob(None, Optional(Int(2, 2 ** 16)))
+    init: str = knob("linear", Choice(INITS))
+    seed: int = knob(0, Int(0, 2 ** 63 - 1))
+    max_iter: int = knob(300, Int(1, 100_000))
 
     def settings(self) -> dict:
         out = {"k": int(self.k), "init": self.init}
@@ -240,9 +233,9 @@ class KMeans(Method):
             out["seed"] = self.seed
         return out
 
-    def bits_per_weight(self) -> float:
+    def tags(self) -> Tags:
         """Nominal index bits per weight, log2(k) (``k``: fc layers, or all without conv_k)."""
-        return math.log2(self.k)
+        return replace(super().tags(), bits_per_weight=math.log2(self.k))
 
     def codebooks(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Layer name -> (codebook, indices) of the plain (pruning folded) weights of model."""
@@ -250,8 +243,8 @@ class KMeans(Method):
         return {name: share_weights(m.weight.detach(), ks[name], self.init, int(self.seed))
                 for name, m in quantizable_layers(model)}
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        shared = plain_weights(clone_model(model))
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        shared = plain_weights(model)
         with torch.no_grad():
             for name, (codebook, indices) in self.codebooks(shared).items():
                 shared.get_submodule(name).weight.copy_(codebook[indices])
@@ -259,38 +252,28 @@ class KMeans(Method):
 
 
 @dataclass
-class TrainedKMeans(KMeans):
+class TrainedKMeans(KMeans, TrainingMethod):
     """k-means weight sharing, then the centroids fine-tuned by the summed gradients of their
     weights (Han et al. 2016, Deep Compression, sec. 3, eq. 3); indices fixed, biases train too
-    unless ``train_biases=False``. SGD with momentum, cosine learning rate, no weight decay.
+    unless ``train_biases=False``. SGD with momentum, cosine learning rate, ``weight_decay``
+    0 by default. ``seed`` (also k-means' with ``init="random"``) orders the batches.
     """
     id = "quant.trained_kmeans"
     reference = ("Han, Mao, Dally 2016, Deep Compression: Compressing Deep Neural Networks "
                  "with Pruning, Trained Quantization and Huffman Coding")
     sliders = {"k": (2, 256, 1), "epochs": (0, 10, 1)}
-    needs_data = True
-    progress: ClassVar[bool] = True    # training bars; set False on an instance for quiet runs
     smoke = {"epochs": 1}
 
     k: int = 8
     epochs: int = 2
     lr: float = 1e-3
-    batch_size: int = 128
-    train_biases: bool = True
-
-    def validate(self):
-        super().validate()
-        self._check_whole("epochs", 0, 1000)
-        self._check_range("lr", 1e-12, 10.0)
-        self._check_whole("batch_size", 1, 1_000_000)
-        if not isinstance(self.train_biases, bool):
-            raise ValueError(f"TrainedKMeans.train_biases={self.train_biases!r}: "
-                             "allowed is True or False")
+    seed: int = knob(0, TRAIN_DOMAINS["seed"])     # the training's range, not k-means' own
+    train_biases: bool = knob(True, Flag())
 
     def settings(self) -> dict:   # the seed also orders the training batches: always shown
         return {**super().settings(), "seed": self.seed, "epochs": int(self.epochs),
                 "lr": self.lr, "batch_size": int(self.batch_size),
-                "train_biases": self.train_biases}
+                "weight_decay": self.weight_decay, "train_biases": self.train_biases}
 
     def share(self, model: nn.Module) -> tuple[nn.Module, KeepPrunedZero]:
         """``model`` (plain weights) with every layer weight parametrized as
@@ -308,14 +291,10 @@ class TrainedKMeans(KMeans):
             book.requires_grad_(True)
         return model, KeepPrunedZero([books[name] for name in books if pruned[name]])
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        if data is None:
-            raise ValueError("TrainedKMeans.apply needs data (the training Dataset): it "
-                             "fine-tunes the centroids")
-        shared, keep_zero = self.share(plain_weights(clone_model(model)))
-        recipe = Recipe(epochs=int(self.epochs), lr=self.lr, batch_size=int(self.batch_size),
-                        weight_decay=0.0, schedule="cosine", seed=int(self.seed))
-        fit(shared, data, recipe, hooks=[keep_zero], progress=self.progress)
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        shared, keep_zero = self.share(plain_weights(model))
+        if self.epochs:
+            self.fit(shared, data, hooks=[keep_zero], schedule="cosine")
         for p in shared.parameters():
             p.requires_grad_(True)
         return fold(shared.eval())

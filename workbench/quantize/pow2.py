@@ -30,14 +30,12 @@ decay do to the unused float entries underneath.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from ..method import Method, clone_model
-from ..train import Recipe, fit
+from ..method import Choice, Int, Method, Optional, Real, Seq, Tags, TrainingMethod, knob
 from .core import fold, quantizable_layers, quantize_weights
 
 DOMAINS = ("log", "linear")
@@ -151,26 +149,20 @@ class Log(Method):
                  "Logarithmic Data Representation; Lee, Miyashita, Chai, Murmann, Wong 2017, "
                  "LogNet")
     sliders = {"bits": (2, 8, 1)}
+    effects = ("fewer_bytes", "different_outputs")
 
-    bits: int = 5                   # sign + (bits - 1) bits of exponent code (one code: 0)
-    fsr: int | None = None          # full-scale range (None: per layer, from its max |w|)
-    domain: str = "log"             # "log": round log2|w| | "linear": round |w|
+    bits: int = knob(5, Int(2, 8))      # sign + (bits - 1) bits of exponent code (one code: 0)
+    fsr: int | None = knob(None, Optional(Int(-64, 64)))   # None: per layer, from its max |w|
+    domain: str = knob("log", Choice(DOMAINS))   # "log": round log2|w| | "linear": round |w|
 
-    def validate(self):
-        self._check_int("bits", 2, 8)
-        if self.fsr is not None:
-            self._check_int("fsr", -64, 64)
-        self._check_choice("domain", DOMAINS)
+    def tags(self) -> Tags:
+        return replace(super().tags(), bits_per_weight=float(self.bits))
 
-    def bits_per_weight(self) -> float:
-        return float(self.bits)
-
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        out = clone_model(model)
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
         with torch.no_grad():
-            for _, module in quantizable_layers(out):
+            for _, module in quantizable_layers(model):
                 module.weight.copy_(log_quantize(module.weight, self.bits, self.fsr, self.domain))
-        return out.eval()
+        return model
 
 
 class PartlyFrozen(nn.Module):
@@ -197,39 +189,35 @@ def inq_partition(w: torch.Tensor, frozen: torch.Tensor, share: float) -> torch.
 
 
 @dataclass
-class INQ(Method):
-    """Incremental Network Quantization (Zhou et al. 2017): partition, quantize, retrain."""
+class INQ(TrainingMethod):
+    """Incremental Network Quantization (Zhou et al. 2017): partition, quantize, retrain.
+
+    ``shares`` are the accumulated quantized portions, increasing and ending with 1.0;
+    ``epochs`` is the retraining after each partial quantization (cosine-annealed SGD).
+    """
     id = "quant.inq"
     reference = ("Zhou, Yao, Guo, Xu, Chen 2017, Incremental Network Quantization: Towards "
                  "Lossless CNNs with Low-Precision Weights")
-    needs_data = True
-    progress: ClassVar[bool] = True
     sliders = {"bits": (3, 8, 1), "epochs": (0, 10, 1)}
     smoke = {"epochs": 1}
+    effects = ("fewer_bytes", "different_outputs")
 
-    bits: int = 5
-    shares: tuple[float, ...] = (0.5, 0.75, 0.875, 1.0)   # accumulated quantized portions
-    epochs: int = 2                 # retraining epochs after each partial quantization
+    bits: int = knob(5, Int(3, 8))
+    shares: tuple[float, ...] = knob((0.5, 0.75, 0.875, 1.0), Seq(Real(0.0, 1.0), 1, 64))
+    epochs: int = 2
     lr: float = 0.01
     weight_decay: float = 5e-4
-    batch_size: int = 128
-    seed: int = 0
 
     def validate(self):
-        self._check_int("bits", 3, 8)
-        self._check_int("epochs", 0, 1000)
-        self._check_int("batch_size", 1, 1 << 16)
-        self._check_int("seed", 0, 2**31 - 1)
-        self._check_range("lr", 1e-8, 10.0)
-        self._check_range("weight_decay", 0.0, 1.0)
-        shares = tuple(self.shares)
-        if not shares or any(not 0 < s <= 1 for s in shares) or list(shares) != sorted(shares) \
+        shares = self.shares
+        if any(s <= 0 for s in shares) or any(a > b for a, b in zip(shares, shares[1:])) \
                 or shares[-1] != 1.0:
             raise ValueError(f"INQ.shares={self.shares!r}: allowed is an increasing tuple of "
                              "portions in (0, 1] ending with 1.0, e.g. (0.5, 0.75, 0.875, 1.0)")
 
-    def bits_per_weight(self) -> float:
-        return float(self.bits)
+    def tags(self) -> Tags:
+        retrains = self.epochs > 0 and any(s < 1.0 for s in self.shares)
+        return replace(super().tags(), needs_data=retrains, bits_per_weight=float(self.bits))
 
     def rounds(self, model: nn.Module, data):
         """Quantize ``model`` in place round by round; yields (share, model) after each
@@ -246,18 +234,13 @@ class INQ(Method):
                     p[0].values[new] = inq_quantize(w, self.bits, levels[name])[new]
                     p[0].frozen |= new
             if share < 1.0 and self.epochs:
-                fit(model, data, Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                                        weight_decay=self.weight_decay, schedule="cosine",
-                                        seed=self.seed * 1000 + r), progress=self.progress)
+                self.fit(model, data, schedule="cosine", seed=self.seed * 1000 + r)
             yield share, model
 
-    def apply(self, model: nn.Module, data=None) -> nn.Module:
-        if data is None:
-            raise ValueError("INQ needs data: the training set to retrain on")
-        out = clone_model(model)
-        for _ in self.rounds(out, data):
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        for _ in self.rounds(model, data):
             pass
-        return fold(out).eval()
+        return fold(model)
 
 
 METHODS = (Log, INQ)
