@@ -92,14 +92,40 @@ def test_report_bytes_are_the_encoded_file(mnist_test_small):
     with torch.no_grad():
         manual = pruned(mnist_test_small.tensors()[0]).argmax(1) == mnist_test_small.labels
     assert rep.accuracy == round(manual.float().mean().item(), 4)
-    assert (rep.latency_ms_b1, rep.latency_ms_b64) == (None, None)
+    assert (rep.latency_ms_b1, rep.latency_ms_b64, rep.load_avg) == (None, None, None)
     assert measure.report(pruned, latency=False).accuracy is None
 
 
-def test_latency_is_positive():
+def test_latency_is_positive_and_states_its_spread_threads_and_load():
     rep = measure.report(untrained("lenet300"), latency=True)
     assert rep.latency_ms_b1 > 0 and rep.latency_ms_b64 > 0
-    assert rep.threads == torch.get_num_threads()
+    assert rep.latency_iqr_ms_b1 >= 0 and rep.latency_iqr_ms_b64 >= 0
+    assert rep.threads == torch.get_num_threads() and rep.load_avg >= 0
+    assert {"threads", "load_avg", "latency_iqr_ms_b64"} <= set(rep.row())
+    assert rep.latency_vs == {} and "latency_b64" not in rep.compare(rep)
+
+
+def test_latency_vs_a_base_is_paired_and_lossless_steps_show_no_change():
+    # Masks folded into the shipped file: a 50%-masked LeNet-300-100 runs the same dense
+    # kernels as its base, so the interleaved comparison must not find a speedup.
+    base = untrained("lenet300")
+    masked = Magnitude(sparsity=0.5).apply(base)
+    rep = measure.report(masked, latency=True, threads=1, latency_vs=base)
+    assert set(rep.latency_vs) == {"b1", "b64"}
+    paired = rep.latency_vs["b64"]
+    assert paired["batch"] == 64 and paired["threads"] == 1 and paired["load_avg"] >= 0
+    assert not paired["significant"], paired
+    c = rep.compare(measure.report(base, latency=False))
+    assert c["latency_b64"] == paired["display"]
+    assert c["latency_b64"].startswith("no measurable change")
+    assert "latency_b64_x" not in c and "latency_b1_x" not in c   # no unpaired ratios
+
+
+def test_compare_latency_is_the_interleaved_routine_on_the_shipped_networks():
+    base = untrained("lenet300")
+    c = measure.compare_latency(Magnitude(sparsity=0.5).apply(base), base, batch=2, threads=1,
+                                pairs=8, block_time=0.005)
+    assert c.batch == 2 and c.threads == 1 and c.pairs == 8 and c.a_ms > 0 and c.b_ms > 0
 
 
 def test_input_shape_needs_data_or_attribute():
@@ -119,9 +145,12 @@ def test_compare_ratios():
     small = make_report("small", accuracy=0.88, nonzeros=100, bytes=1000, gzip_bytes=1500,
                         effective_macs=2500, latency_ms_b1=1.0, latency_ms_b64=None)
     c = small.compare(base)
+    # latencies timed apart are not divided: no latency ratio without a paired measurement
     assert c == {"name": "small vs dense", "accuracy_change": pytest.approx(-0.02),
                  "nonzeros_x": 10.0, "bytes_x": 4.0, "gzip_bytes_x": 2.0,
-                 "effective_macs_x": 4.0, "latency_b1_x": 2.0, "latency_b64_x": None}
+                 "effective_macs_x": 4.0}
+    paired = make_report("small", latency_vs={"b64": {"display": "1.50x faster (IQR 1.40-1.60)"}})
+    assert paired.compare(base)["latency_b64"] == "1.50x faster (IQR 1.40-1.60)"
     assert make_report("a", accuracy=None).compare(base)["accuracy_change"] is None
     assert base.compare(base)["bytes_x"] == 1.0
 

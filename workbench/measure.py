@@ -5,8 +5,11 @@
   ``torch.utils.flop_counter`` counts (it reports FLOPs = 2 x MACs);
 - effective MACs skip the multiplications by a zero weight (each conv weight is used once per
   output position, each linear weight once per row);
-- latency is the median of ``torch.utils.benchmark`` at a stated batch size and thread count,
-  measured on the decoded file (what would be deployed).
+- latency is the warm median of ``torch.utils.benchmark`` at a stated batch size and thread
+  count, measured on the decoded file (what would be deployed), with the machine's load beside
+  it; how much faster one network runs than another is measured by timing the two interleaved,
+  with the spread of the ratio (``compare_latency``, ``report(..., latency_vs=base)``, and
+  ``workbench.timing``, which says why).
 """
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from . import codec
+from . import timing
 from .data import Dataset
 from .train import evaluate
 
@@ -30,20 +33,8 @@ def input_shape_of(model: nn.Module, data: Dataset | None = None) -> tuple[int, 
     raise ValueError("pass data, or give the model an input_shape attribute (C, H, W)")
 
 
-@torch.no_grad()
-def probe(model: nn.Module, input_shape: tuple[int, ...], hooks: dict[str, callable]) -> None:
-    """One forward pass of a zero image in eval mode with ``hooks`` (module name ->
-    ``hook(module, inputs, output, name)``) attached; hooks and mode are restored after."""
-    handles = [model.get_submodule(name).register_forward_hook(
-        lambda m, i, o, name=name, hook=hook: hook(m, i, o, name)) for name, hook in hooks.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        model(torch.zeros(1, *input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+# One forward pass of a zero image with hooks attached (kept importable from here).
+from .hooks import probe  # noqa: E402
 
 
 @torch.no_grad()
@@ -82,19 +73,33 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-@torch.no_grad()
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                threads: int | None = None, min_run_time: float = 0.3) -> float:
-    """Median wall time of one forward pass (ms) at ``batch`` on ``threads`` threads.
+    """Median wall time of one warm forward pass (ms) at ``batch`` on ``threads`` threads
+    (``timing.time_model``: the first calls are not counted).
 
     ``threads`` defaults to torch's current setting. On a machine whose cores are busy with
-    other work, one thread gives steadier figures than several waiting for each other.
+    other work, one thread gives steadier figures than several waiting for each other. To say
+    how much faster one network is than another, do not divide two of these (each is taken at
+    its own moment): use ``compare_latency``.
     """
-    model.eval()
-    x = torch.randn(batch, *input_shape)
-    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
-                            num_threads=threads or torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    return timing.time_model(model, input_shape, batch, threads, min_run_time).median_ms
+
+
+def compare_latency(model: nn.Module, base: nn.Module, input_shape: tuple[int, ...] | None = None,
+                    batch: int = 64, threads: int | None = None, **options) -> timing.Comparison:
+    """How many times faster ``model`` runs than ``base``, both as shipped (decoded from their
+    files), timed interleaved with ``timing.compare`` (``options``: pairs, block_time, warmup);
+    ``.display`` says "no measurable change" when the spread of the ratio includes 1."""
+    shape = input_shape or input_shape_of(model)
+    return timing.compare(shipped(model), shipped(base), shape, batch,
+                          threads or torch.get_num_threads(), **options)
+
+
+def shipped(model: nn.Module) -> nn.Module:
+    """The network as deployed: decoded from its file, masks folded into plain weights (a
+    masked module would also pay for its weight * mask on every call)."""
+    return codec.decode(codec.encode(model))
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -110,7 +115,13 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 @dataclass
 class Report:
-    """The figures of one model. ``print(report)`` shows a table; ``a.compare(b)`` ratios."""
+    """The figures of one model. ``print(report)`` shows a table; ``a.compare(b)`` ratios.
+
+    Latencies are warm medians (ms) with their interquartile range, on ``threads`` threads, the
+    machine's 1-minute ``load_avg`` beside them. ``latency_vs`` holds the interleaved
+    comparisons (``timing.Comparison.row()`` by batch, "b1" and "b64") with the network given
+    as ``report(..., latency_vs=base)``, the only latency ratios ``compare`` shows.
+    """
     name: str
     accuracy: float | None
     params: int
@@ -121,57 +132,74 @@ class Report:
     effective_macs: int
     latency_ms_b1: float | None = None
     latency_ms_b64: float | None = None
+    latency_iqr_ms_b1: float | None = None
+    latency_iqr_ms_b64: float | None = None
     threads: int = field(default_factory=torch.get_num_threads)
+    load_avg: float | None = None
     test_images: int | None = None
     layers: list[dict] = field(default_factory=list, repr=False)
+    latency_vs: dict = field(default_factory=dict, repr=False)
 
     def row(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "layers"}
+        return {k: v for k, v in asdict(self).items() if k not in ("layers", "latency_vs")}
 
     def compare(self, base: "Report") -> dict:
-        """How many times smaller / fewer / faster than ``base`` (>1 means better)."""
+        """How many times smaller / fewer / faster than ``base`` (>1 means better).
+
+        Latency appears only as measured by interleaving (``report(..., latency_vs=base)``):
+        "latency_b1" / "latency_b64" say how much faster, with the interquartile range, or
+        "no measurable change". Two latencies timed apart are never divided here.
+        """
         def ratio(a, b):
             return round(b / a, 2) if a and b else None
+        latency = {f"latency_{b}": c["display"] for b, c in self.latency_vs.items()}
         return {"name": f"{self.name} vs {base.name}",
                 "accuracy_change": None if self.accuracy is None or base.accuracy is None
                 else round(self.accuracy - base.accuracy, 4),
                 "nonzeros_x": ratio(self.nonzeros, base.nonzeros),
                 "bytes_x": ratio(self.bytes, base.bytes),
                 "gzip_bytes_x": ratio(self.gzip_bytes, base.gzip_bytes),
-                "effective_macs_x": ratio(self.effective_macs, base.macs),
-                "latency_b1_x": ratio(self.latency_ms_b1, base.latency_ms_b1),
-                "latency_b64_x": ratio(self.latency_ms_b64, base.latency_ms_b64)}
+                "effective_macs_x": ratio(self.effective_macs, base.macs), **latency}
 
     def __str__(self) -> str:
         return format_table([self.row()])
 
 
 def report(model: nn.Module, data: Dataset | None = None, name: str | None = None,
-           latency: bool = True, threads: int | None = None) -> Report:
+           latency: bool = True, threads: int | None = None,
+           latency_vs: nn.Module | None = None) -> Report:
     """Measure ``model``: accuracy on ``data`` (if given), sizes, MACs, latency.
 
-    Latency is timed on ``threads`` threads (default: torch's current setting), recorded in
-    the report.
+    Latency is timed warm on ``threads`` threads (default: torch's current setting), recorded
+    in the report with the machine's load. With ``latency_vs`` (a base network) the report also
+    holds how much faster ``model`` runs than it, the two timed interleaved at batch 1 and 64
+    (``compare_latency``), which ``compare`` shows.
     """
     threads = threads or torch.get_num_threads()
     shape = input_shape_of(model, data)
     blob = codec.encode(model)
-    # Latency is that of the network as shipped: the decoded file, masks folded into plain
-    # weights (a masked module would also pay for its weight * mask on every call).
-    shipped = codec.decode(blob) if latency else None
+    times, paired = {}, {}
+    if latency:     # that of the network as shipped (see ``shipped``)
+        deployed = codec.decode(blob)
+        times = {b: timing.time_model(deployed, shape, b, threads) for b in (1, 64)}
+        if latency_vs is not None:
+            base = shipped(latency_vs)
+            paired = {f"b{b}": timing.compare(deployed, base, shape, b, threads).row()
+                      for b in (1, 64)}
     layers = layer_table(model, shape)
     params, nonzeros = count_params(model)
+    ms = lambda b, key: round(getattr(times[b], key), 4) if b in times else None
     return Report(
         name=name or type(model).__name__,
         accuracy=None if data is None else round(evaluate(model, data), 4),
         params=params, nonzeros=nonzeros, bytes=len(blob), gzip_bytes=codec.gzip_size(blob),
         macs=sum(r["macs"] for r in layers),
         effective_macs=sum(r["effective_macs"] for r in layers),
-        latency_ms_b1=round(latency_ms(shipped, shape, 1, threads), 4) if latency else None,
-        latency_ms_b64=round(latency_ms(shipped, shape, 64, threads), 4) if latency else None,
-        threads=threads,
+        latency_ms_b1=ms(1, "median_ms"), latency_ms_b64=ms(64, "median_ms"),
+        latency_iqr_ms_b1=ms(1, "iqr_ms"), latency_iqr_ms_b64=ms(64, "iqr_ms"),
+        threads=threads, load_avg=times[64].load_avg if times else None,
         test_images=None if data is None else len(data),
-        layers=layers)
+        layers=layers, latency_vs=paired)
 
 
 # Energy of one 32-bit operation in a 45 nm process, in picojoules: Horowitz, "Computing's

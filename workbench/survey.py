@@ -4,6 +4,10 @@ Writes ``survey.md``, ``survey.html`` (plots embedded), ``survey.json`` and ``sw
 the output folder and prints the Markdown. Methods that retrain take minutes each at their
 default settings, so the full survey takes a while (progress goes to stderr); ``--smoke`` uses
 1,000 test images, each method's smoke settings, fewer sweep points and no latency.
+
+Latency is timed on ``THREADS`` thread(s), warm; a method's speed-up is measured by timing its
+network and its base interleaved (``report(..., latency_vs=base)``, see ``workbench.timing``)
+and shown with the interquartile range of the per-pair ratios, or as "no measurable change".
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import matplotlib
 from . import METHODS, catalogue, data, zoo
 from .measure import format_table, html_table, report
 
+THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
 SWEEP = [0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98, 0.99]
 
 
@@ -29,7 +34,8 @@ def available_models() -> list[str]:
 def zoo_rows(test_sets, latency: bool) -> tuple[list[dict], dict]:
     rows, reports = [], {}
     for name in available_models():
-        r = report(zoo.pretrained(name), test_sets[zoo.dataset_of(name)], name, latency=latency)
+        r = report(zoo.pretrained(name), test_sets[zoo.dataset_of(name)], name,
+                   latency=latency, threads=THREADS)
         reports[name] = r
         target = zoo.TARGETS[name]
         rows.append({**r.row(), "target_min_acc": target["min_acc"],
@@ -40,22 +46,24 @@ def zoo_rows(test_sets, latency: bool) -> tuple[list[dict], dict]:
 def method_rows(test_sets, base_reports, latency: bool, smoke: bool,
                 all_models: bool) -> list[dict]:
     """Every method in METHODS at its default settings (smoke: its ``smoke`` settings and a
-    2,000-image training subset) on its reference model, the first of its ``archs`` that has a
-    checkpoint (``all_models``: on every one)."""
+    2,000-image training subset) on its reference model, the first zoo network with a
+    checkpoint that it supports (``all_models``: on every one)."""
     rows = []
+    bases = {name: zoo.pretrained(name) for name in base_reports}   # apply never changes them
     for method_id, cls in METHODS.items():
         method = cls(**cls.smoke) if smoke else cls()
-        names = [a for a in cls.archs if a in base_reports]
+        names = [a for a in bases if method.supports(bases[a])]
         for name in names if all_models else names[:1]:
             start = time.perf_counter()
             base = base_reports[name]
             test = test_sets[zoo.dataset_of(name)]
             train = None
-            if cls.needs_data:
+            if method.tags().needs_data:
                 train = data.load(zoo.dataset_of(name), "train")
                 train = train.subset(2000, seed=0) if smoke else train
-            compressed = method.apply(zoo.pretrained(name), train)
-            r = report(compressed, test, f"{method_id} on {name}", latency=latency)
+            compressed = method.apply(bases[name], train)
+            r = report(compressed, test, f"{method_id} on {name}", latency=latency,
+                       threads=THREADS, latency_vs=bases[name] if latency else None)
             ratios = r.compare(base)
             seconds = round(time.perf_counter() - start, 1)
             print(f"survey: {method_id} on {name}: accuracy {r.accuracy} "
@@ -65,7 +73,8 @@ def method_rows(test_sets, base_reports, latency: bool, smoke: bool,
                          "nonzeros_x": ratios["nonzeros_x"], "bytes": r.bytes,
                          "bytes_x": ratios["bytes_x"], "gzip_bytes_x": ratios["gzip_bytes_x"],
                          "effective_macs_x": ratios["effective_macs_x"],
-                         "latency_b64_x": ratios["latency_b64_x"], "seconds": seconds,
+                         "latency_b64": ratios.get("latency_b64"),
+                         "latency_vs_base": r.latency_vs, "seconds": seconds,
                          "paper_target": catalogue.by_id(method_id).paper_target})
     return rows
 
@@ -114,11 +123,18 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False)
     implemented = len(METHODS)
     sections = [
         ("Model zoo", f"Accuracy on {images}; bytes are the real encoded file; MACs per image; "
-                      f"latency in ms on {zoo_table[0]['threads'] if zoo_table else '-'} threads.",
+                      + ("no latency in a smoke run." if smoke else
+                         f"latency: warm median in ms with its interquartile range, on "
+                         f"{THREADS} thread(s), the machine's 1-minute load average beside it."),
          zoo_table),
         ("Methods at their " + ("smoke" if smoke else "default") + " settings",
-         "On each method's reference model; ratios are x smaller / fewer than the base model.",
-         [{**r, "settings": json.dumps(r["settings"])} for r in methods_table]),
+         "On each method's reference model; ratios are x smaller / fewer than the base model"
+         + ("." if smoke else "; latency_b64: how many times faster than the base at batch 64, "
+            "the two timed interleaved (median and interquartile range of the per-pair "
+            "ratios), or no measurable change when that range includes 1 or the ratio is "
+            "within 5% of it (all figures in survey.json)."),
+         [{**{k: v for k, v in r.items() if k != "latency_vs_base"},
+           "settings": json.dumps(r["settings"])} for r in methods_table]),
         ("Magnitude pruning sweep", "Test error of one-shot magnitude pruning (no retraining) "
                                     "against Han et al. 2015's pruned-and-retrained points.",
          [{"model": m, **r} for m, rows in curves.items() for r in rows]),
