@@ -4,7 +4,9 @@ with the smallest L1 norm, every method at the same channel budget on a CIFAR-10
 (vgg_small, else resnet20; LeNet-5 on MNIST while neither checkpoint exists, and in smoke runs).
 
 For each: test accuracy right after pruning and after the same short fine-tune, the MAC ratio,
-and the measured latency ratio (torch.utils.benchmark, 1 thread, batch 1 and 64) beside it.
+and the measured speedup beside it (1 thread, batch 1 and 64, the pruned and the base network
+timed interleaved by ``measure.compare_latency``: median per-pair ratio, its interquartile
+range, "no measurable change" when that range includes 1).
 Targets: the issue's, >= 30% fewer MACs within 1 point after a short fine-tune and a latency
 ratio within 25% of the MAC ratio; beside them He et al. 2017 (abstract, ImageNet, fine-tuned):
 VGG-16 5x faster at +0.3% error, ResNet-50 2x at -1.4% accuracy.
@@ -31,15 +33,13 @@ def l1_filter_keep(model, keep: float) -> dict:
     return chosen
 
 
-def latency_ratio(base, pruned, batch: int, rounds: int = 3) -> float:
-    """How many times faster ``pruned`` runs than ``base``: the two timed alternately
-    ``rounds`` times and the fastest of each kept, since other work on a shared machine
-    only ever adds time."""
-    from ..measure import latency_ms
-    shape = tuple(base.input_shape)
-    times = [(latency_ms(base, shape, batch, THREADS), latency_ms(pruned, shape, batch, THREADS))
-             for _ in range(rounds)]
-    return min(t[0] for t in times) / min(t[1] for t in times)
+def latency_comparison(base, pruned, batch: int, pairs: int = 30):
+    """How many times faster ``pruned`` runs than ``base`` (both as shipped), the two timed
+    interleaved on one thread (``measure.compare_latency``): the median per-pair ratio, its
+    interquartile range, and "no measurable change" when that range includes 1."""
+    from ..measure import compare_latency
+    return compare_latency(pruned, base, tuple(base.input_shape), batch=batch, threads=THREADS,
+                           pairs=pairs)
 
 
 def pick_model(smoke: bool) -> str:
@@ -58,7 +58,7 @@ def model_rows(name: str, smoke: bool = False, keep: float | None = None) -> lis
     from .. import data, measure, zoo
     from ..prune.reconstruct import DCP, ChannelLasso, ThiNet
     from ..prune.surgery import shrink
-    from ..train import Recipe, evaluate, fit
+    from ..train import Recipe, evaluate, fit, quiet
 
     dataset = zoo.dataset_of(name)
     train, test = data.load(dataset, "train"), data.load(dataset, "test")
@@ -84,10 +84,13 @@ def model_rows(name: str, smoke: bool = False, keep: float | None = None) -> lis
             else method.apply(base, train)
         seconds = time.time() - start
         before = evaluate(pruned, test)
-        fit(pruned, train, recipe, progress=False)
+        with quiet():
+            fit(pruned, train, recipe)
         after = measure.report(pruned, test, name=label, latency=False)
         macs_x = base_report.macs / after.macs
-        latency_x = latency_ratio(base, pruned, 64, 1 if smoke else 3)
+        pairs = 6 if smoke else 30
+        b1, b64 = (latency_comparison(base, pruned, b, pairs) for b in (1, 64))
+        latency_x = b64.speedup
         out.append({
             "bench": f"channel pruning, {name}, same budget",
             "method": label, "keep": keep, "prune_s": round(seconds, 1),
@@ -95,13 +98,17 @@ def model_rows(name: str, smoke: bool = False, keep: float | None = None) -> lis
             "acc_finetuned": after.accuracy,
             "loss_points": round(100 * (base_report.accuracy - after.accuracy), 2),
             "macs_x": round(macs_x, 2),
-            "latency_b1_x": round(latency_ratio(base, pruned, 1, 1 if smoke else 3), 2),
-            "latency_b64_x": round(latency_x, 2),
+            "latency_b1_x": b1.speedup, "latency_b1_iqr": list(b1.spread),
+            "latency_b1": b1.display,
+            "latency_b64_x": b64.speedup, "latency_b64_iqr": list(b64.spread),
+            "latency_b64": b64.display,
+            # the median speedup at batch 64 within 25% of the MAC ratio (its IQR beside it)
             "latency_within_25pct": abs(latency_x / macs_x - 1) <= 0.25,
             "target": ">=1.43x MACs, <=1 pt loss after fine-tune",
             "paper": "He et al.: VGG-16 5x at +0.3% err; ResNet-50 2x at -1.4% (ImageNet)",
             "met": macs_x >= 1 / 0.7 and base_report.accuracy - after.accuracy <= 0.01,
             "fine_tune": f"{recipe.epochs} epoch, lr {recipe.lr}, {len(train)} images",
-            "test_images": len(test), "threads": THREADS,
+            "test_images": len(test), "threads": THREADS, "pairs": pairs,
+            "load_avg": b64.load_avg,
         })
     return out

@@ -8,9 +8,11 @@
    agree, and the growth of the training loss on the images OBD measured its curvature on.
 3. Granularity (Mao et al. 2017): LeNet-5's convolutions (and vgg_small's once its checkpoint
    is in the zoo) pruned to the same budget at each granularity: accuracy before and after a
-   one-epoch fine-tune with the masks fixed, and one-thread latency of the decoded file (the
-   zeros of a mask cost as much as any weight) beside the physically smaller network that
-   filter pruning gives.
+   one-epoch fine-tune with the masks fixed, and how many times faster than the dense network
+   the decoded file runs on one thread (the zeros of a mask cost as much as any weight) beside
+   the physically smaller network that filter pruning gives: each timed interleaved with the
+   dense one (``measure.compare_latency``), the median per-pair ratio with its interquartile
+   range, "no measurable change" when that range includes 1.
 
 Full run: about 10 minutes on two busy cores; smoke: seconds, tiny subsets.
 """
@@ -25,7 +27,7 @@ from .. import codec, data, measure, zoo
 from ..prune import Magnitude, prunable_layers
 from ..prune.granularity import GRANULARITIES, Granularity, shrink_filters
 from ..prune.hessian import OBD, OBS
-from ..train import Recipe, evaluate, fit
+from ..train import Recipe, evaluate, fit, quiet
 
 
 def _relative_error(layer, other, x) -> float:
@@ -101,16 +103,21 @@ def obd_ordering(smoke: bool) -> list[dict]:
     return rows
 
 
-def _latencies(nets: dict, shape, repeats: int) -> dict:
-    """One-thread latency (ms) at batch 1 and 64 of each net: the best of ``repeats`` turns
-    (each a torch.utils.benchmark median), timed in turns so that load from other processes
-    hits all alike; the best turn is the least disturbed one."""
-    times = {(k, b): [] for k in nets for b in (1, 64)}
-    for _ in range(repeats):
-        for k, net in nets.items():
-            for b in (1, 64):
-                times[k, b].append(measure.latency_ms(net, shape, batch=b, threads=1))
-    return {key: round(min(v), 4) for key, v in times.items()}
+def _latencies(nets: dict, shape, smoke: bool) -> dict:
+    """(key, batch) -> how many times faster each net but "dense" runs than nets["dense"], at
+    batch 1 and 64 on one thread, the two timed interleaved (``measure.compare_latency``:
+    median per-pair ratio, its interquartile range, "no measurable change" when that range
+    includes 1)."""
+    return {(k, b): measure.compare_latency(net, nets["dense"], shape, batch=b, threads=1,
+                                            pairs=6 if smoke else 30)
+            for k, net in nets.items() if k != "dense" for b in (1, 64)}
+
+
+def _latency_fields(c, prefix: str, batch: int) -> dict:
+    return {f"{prefix}ms_b{batch}": round(c.a_ms, 4),
+            f"{prefix}speedup_b{batch}": c.speedup,
+            f"{prefix}speedup_b{batch}_iqr": list(c.spread),
+            f"{prefix}latency_b{batch}": c.display}
 
 
 def granularity_rows(name: str, smoke: bool) -> list[dict]:
@@ -129,7 +136,8 @@ def granularity_rows(name: str, smoke: bool) -> list[dict]:
             method = Granularity(sparsity=sparsity, granularity=granularity)
             pruned = method.apply(base)
             before = evaluate(pruned, test)
-            fit(pruned, tune, recipe, progress=False)       # masks fixed: zeros stay zeros
+            with quiet():
+                fit(pruned, tune, recipe)       # masks fixed: zeros stay zeros
             shipped[sparsity, granularity] = codec.decode(codec.encode(pruned))
             row = {"bench": "granularity, conv weights at one budget", "model": name,
                    "sparsity": sparsity, "granularity": granularity,
@@ -144,14 +152,16 @@ def granularity_rows(name: str, smoke: bool) -> list[dict]:
                                         2),
                            smaller_acc_1_epoch=round(evaluate(smaller, test), 4))
             rows.append(row)
-    ms = _latencies(shipped, base.input_shape, 1 if smoke else 5)
+    vs_dense = _latencies(shipped, base.input_shape, smoke)
     for row in rows:
         key = row["sparsity"], row["granularity"]
         smaller = (row["sparsity"], "smaller") if row["granularity"] == "filter" else None
-        row.update(ms_b1=ms[key, 1], ms_b64=ms[key, 64],
-                   dense_ms_b1=ms["dense", 1], dense_ms_b64=ms["dense", 64],
-                   smaller_ms_b1=ms[smaller, 1] if smaller else None,
-                   smaller_ms_b64=ms[smaller, 64] if smaller else None)
+        for b in (1, 64):
+            c = vs_dense[key, b]
+            row.update(_latency_fields(c, "", b), **{f"dense_ms_b{b}": round(c.b_ms, 4)})
+            row.update(_latency_fields(vs_dense[smaller, b], "smaller_", b) if smaller else
+                       {k: None for k in _latency_fields(c, "smaller_", b)})
+        row["load_avg"] = vs_dense[key, 64].load_avg
     return rows
 
 

@@ -12,25 +12,29 @@ sparsity pattern is the real one) on a batch of 64; and a VGG-small 3x3 convolut
 channels on 16 x 16, the fourth conv) as its im2col matmul, (64 x 576) @ (576 x 256) per image
 (only the matmul is timed: the im2col unfold is the same for both).
 
-Times are per call, from torch.utils.benchmark (``blocked_autorange``) at 1 and 2 threads, the
-kernels at all sparsities taking turns over several rounds: ``*_ms`` is the median block,
-``*_best_ms`` the fastest. ``ratio`` is dense / CSR (above 1: CSR is faster). The summary row
-per case and thread count is computed from the fastest blocks, the kernels' own cost (on busy
-cores the medians carry other processes' time; the crossover from the medians is beside it):
-how flat the dense time stays (at the highest sparsity over at 0), and the crossover, the
-lowest measured sparsity from which CSR is faster at every higher sparsity measured, with a
-log-linear interpolation of the ratio between the grid points around it.
+Times are per call, from ``workbench.timing.compare_calls`` on 1 and on 2 threads (fixed for
+the measurement and recorded): at each sparsity the CSR and the dense product are warmed, then
+timed in interleaved pairs of short blocks (30 pairs, 6 with ``--smoke``), so that a busy spell
+of the machine hits both alike. ``csr_ms`` and ``dense_ms`` are each kernel's median call,
+``ratio`` is the median over the pairs of dense / CSR (above 1: CSR is faster), ``ratio_iqr`` the
+interquartile range of those per-pair ratios, ``significant`` False when that range includes 1
+or the ratio is within 5% of 1 ("no measurable change"), ``load_avg`` the machine's 1-minute
+load when the comparison ended. The summary row per case and thread count: whether the dense
+time is flat (the dense product at the highest sparsity against the same product at 0, timed
+the same way: the target is "no measurable change"), and the crossover, the lowest measured
+sparsity from which CSR is measurably faster (significant, ratio above 1) at every higher
+sparsity measured, with a log-linear interpolation of the median ratio to 1 between the grid
+point below it and the crossover when the ratio below was under 1.
 """
 from __future__ import annotations
 
 import math
-import os
-import statistics
 import warnings
 
 import torch
 import torch.nn.functional as F
-from torch.utils import benchmark
+
+from .. import timing
 
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
 SMOKE_SPARSITIES = (0.0, 0.9, 0.99)
@@ -68,86 +72,85 @@ def pruned(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     return weight * magnitude_mask(weight, sparsity)
 
 
-def crossover(points: list[tuple[float, float]]) -> tuple[float | None, float | None]:
-    """(grid sparsity, interpolated sparsity) from which ratio > 1 at every higher point."""
+def crossover(points: list[tuple[float, float, bool]]) -> tuple[float | None, float | None]:
+    """(grid sparsity, interpolated sparsity) from which every point (sparsity, ratio,
+    significant) is significant with ratio > 1. The interpolation, where the log of the median
+    ratio crosses 0 between the point below and the crossover, is there only when the ratio
+    below was under 1 (else None: above 1 there, but not measurably)."""
     winning = None
     for i in range(len(points) - 1, -1, -1):
-        if points[i][1] <= 1:
+        if not (points[i][2] and points[i][1] > 1):
             break
         winning = i
     if winning is None:
         return None, None
     if winning == 0:
         return points[0][0], points[0][0]
-    (s0, r0), (s1, r1) = points[winning - 1], points[winning]
+    (s0, r0, _), (s1, r1, _) = points[winning - 1], points[winning]
+    if r0 >= 1:
+        return s1, None
     t = -math.log(r0) / (math.log(r1) - math.log(r0))      # where log(ratio) crosses 0
     return s1, round(s0 + t * (s1 - s0), 3)
 
 
 def case_rows(case: str, weight: torch.Tensor, x: torch.Tensor, source: str,
-              sparsities, threads: int, rounds: int, min_run_time: float) -> list[dict]:
+              sparsities, threads: int, pairs: int) -> tuple[list[dict], dict]:
+    """One row per sparsity (the CSR product against the dense one, interleaved), and the
+    dense product at the highest sparsity against at 0 (``timing.Comparison``)."""
     envs = []
     for sparsity in sparsities:
         w = pruned(weight, sparsity)
         with warnings.catch_warnings():     # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
-            env = {"w": w, "w_csr": w.to_sparse_csr(), "x": x}
+            env = {"w": w, "w_csr": w.to_sparse_csr()}
         # the CSR product must be the same product before it is timed
         assert torch.allclose(env["w_csr"] @ x, w @ x, atol=1e-4)
         envs.append(env)
-    # Every kernel at every sparsity takes its turn in each round, so that a busy spell of the
-    # machine is spread over the whole table instead of spoiling one row.
-    blocks = {(i, kind): [] for i in range(len(envs)) for kind in ("dense", "csr")}
-    for _ in range(rounds):
-        for (i, kind), times in blocks.items():
-            stmt = "w @ x" if kind == "dense" else "w_csr @ x"
-            timer = benchmark.Timer(stmt=stmt, globals=envs[i], num_threads=threads)
-            times += timer.blocked_autorange(min_run_time=min_run_time).times
     rows = []
-    for i, (sparsity, env) in enumerate(zip(sparsities, envs)):
-        (dense, dense_best), (csr, csr_best) = (
-            (statistics.median(blocks[i, k]) * 1e3, min(blocks[i, k]) * 1e3)
-            for k in ("dense", "csr"))
+    for sparsity, env in zip(sparsities, envs):
+        c = timing.compare_calls(lambda w=env["w_csr"], x=x: w @ x,
+                                 lambda w=env["w"], x=x: w @ x, threads=threads, pairs=pairs)
         rows.append({"bench": "unstructured sparsity speed", "case": case, "weights": source,
                      "threads": threads, "sparsity": sparsity,
-                     "nonzeros": int(env["w"].count_nonzero()), "dense_ms": round(dense, 4),
-                     "csr_ms": round(csr, 4), "ratio": round(dense / csr, 3),
-                     "dense_best_ms": round(dense_best, 4), "csr_best_ms": round(csr_best, 4),
-                     "ratio_best": round(dense_best / csr_best, 3)})
-    return rows
+                     "nonzeros": int(env["w"].count_nonzero()),
+                     "csr_ms": round(c.a_ms, 4), "dense_ms": round(c.b_ms, 4),
+                     "ratio": c.speedup, "ratio_iqr": list(c.spread),
+                     "significant": c.significant, "csr_faster": c.significant and c.speedup > 1,
+                     "display": c.display, "pairs": c.pairs, "load_avg": c.load_avg})
+    flat = timing.compare_calls(lambda w=envs[-1]["w"], x=x: w @ x,
+                                lambda w=envs[0]["w"], x=x: w @ x, threads=threads, pairs=pairs)
+    return rows, flat
 
 
-def summary(case: str, rows: list[dict]) -> dict:
-    """Flatness and crossover from the fastest blocks (the kernels' own cost: on busy cores the
-    medians carry other processes' time), the crossover from the medians beside it."""
-    grid, interpolated = crossover([(r["sparsity"], r["ratio_best"]) for r in rows])
-    median_grid, median_interpolated = crossover([(r["sparsity"], r["ratio"]) for r in rows])
-    flat = rows[-1]["dense_best_ms"] / rows[0]["dense_best_ms"]
-    dense = [r["dense_best_ms"] for r in rows]
+def summary(case: str, rows: list[dict], flat: timing.Comparison) -> dict:
+    """Flatness of the dense time (``flat``: dense at the highest sparsity against at 0) and
+    the crossover, from the interleaved comparisons."""
+    grid, interpolated = crossover([(r["sparsity"], r["ratio"], r["significant"])
+                                    for r in rows])
     return {"bench": "unstructured sparsity speed: summary", "case": case,
             "threads": rows[0]["threads"], "max_sparsity": rows[-1]["sparsity"],
-            "dense_at_max_over_at_0": round(flat, 3),
-            "target_dense": "no gain: 0.8 to 1.25",
-            "dense_flat": 0.8 <= flat <= 1.25,
-            "dense_max_over_min": round(max(dense) / min(dense), 3),
+            "dense_at_0_over_at_max": flat.speedup, "dense_flat_iqr": list(flat.spread),
+            "dense_at_max_vs_at_0": flat.display,
+            "target_dense": "no measurable change",
+            "dense_flat": not flat.significant, "met": not flat.significant,
             "crossover_sparsity": grid, "crossover_interpolated": interpolated,
             "target_crossover": "measured: where CSR starts to win",
-            "crossover_from_medians": median_grid,
-            "csr_speedup_at_max": rows[-1]["ratio_best"],
+            "csr_speedup_at_max": rows[-1]["ratio"],
+            "csr_speedup_at_max_iqr": rows[-1]["ratio_iqr"],
+            "csr_at_max": rows[-1]["display"], "pairs": flat.pairs,
             # other work on the cores makes several threads wait for each other: say how busy
-            "load_avg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+            "load_avg": flat.load_avg, "cpus": flat.cpus}
 
 
 def rows(smoke: bool = False) -> list[dict]:
     sparsities = SMOKE_SPARSITIES if smoke else SPARSITIES
-    rounds, min_run_time = (1, 0.02) if smoke else (8, 0.03)
+    pairs = 6 if smoke else timing.PAIRS
     cases = [("lenet300 fc1 300x784 @ 784x64", lenet300_first_layer()),
              ("vgg_small conv 64->64 16x16 im2col 64x576 @ 576x256", vgg_conv_im2col())]
     detail, summaries = [], []
     for case, (weight, x, source) in cases:
         for threads in THREADS:
-            measured = case_rows(case, weight, x, source, sparsities, threads, rounds,
-                                 min_run_time)
+            measured, flat = case_rows(case, weight, x, source, sparsities, threads, pairs)
             detail += measured
-            summaries.append(summary(case, measured))
+            summaries.append(summary(case, measured, flat))
     return detail + summaries

@@ -2,7 +2,8 @@
 
 1. The issue's target for filter pruning on a CIFAR-10 zoo model (vgg_small, else resnet20):
    >= 30% fewer MACs with <= 1 point accuracy loss after a short fine-tune, and the measured
-   CPU latency ratio (batch 64, one thread, the decoded file) within 25% of the MAC ratio.
+   CPU latency ratio (batch 64, one thread, the decoded files timed interleaved by
+   ``measure.compare_latency``, 1 / its median speedup) within 25% of the MAC ratio.
    Li et al. 2016: VGG-16 on CIFAR-10, -34% FLOPs, no loss.
 2. One row per method on LeNet-300-100 and LeNet-5: params, MACs, test accuracy, time.
 3. Merging against dropping the same neurons (Srinivas & Babu: up to 85% of LeNet's FC
@@ -14,7 +15,6 @@ few seconds on tiny subsets, untrained CIFAR nets if no checkpoint is there yet.
 """
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
@@ -24,6 +24,7 @@ from ..method import clone_model
 from ..prune.channels import (APoZ, Activity, L1Filter, LayerRemoval, Merge, finetune,
                               without_block)
 from ..prune.group_lasso import GroupLasso
+from ..prune.structured import finetune_recipe
 from ..prune.surgery import shrink
 from ..train import evaluate
 
@@ -49,14 +50,12 @@ def cifar_model(smoke: bool):
     return None, None, False
 
 
-def latency_pair(a, b, shape, repeats: int) -> tuple[float, float]:
-    """Median batch-64 one-thread latency (ms) of two nets, timed alternately so that load
-    from other processes hits both alike."""
-    times = {0: [], 1: []}
-    for _ in range(repeats):
-        for k, m in enumerate((a, b)):
-            times[k].append(measure.latency_ms(m, shape, batch=64, threads=1))
-    return statistics.median(times[0]), statistics.median(times[1])
+def latency_pair(pruned, base, smoke: bool):
+    """How many times faster ``pruned`` runs than ``base`` at batch 64 on one thread, both as
+    shipped, the two timed interleaved (``measure.compare_latency``: median per-pair ratio,
+    its interquartile range, "no measurable change" when that range includes 1)."""
+    return measure.compare_latency(pruned, base, tuple(base.input_shape), batch=64, threads=1,
+                                   pairs=6 if smoke else 30)
 
 
 def l1_filter_target(smoke: bool) -> list[dict]:
@@ -70,15 +69,15 @@ def l1_filter_target(smoke: bool) -> list[dict]:
     test = data.cifar10("test").subset(200, seed=0) if smoke else data.cifar10("test")
     epochs = 1 if smoke else FINETUNE_EPOCHS
     start = time.time()
-    method = L1Filter(**L1_TARGET[name], finetune_epochs=epochs, lr=0.01)
-    once = L1Filter(**{**method.params(), "finetune_epochs": 0}).apply(base)
+    method = L1Filter(**L1_TARGET[name], epochs=epochs, lr=0.01)
+    once = L1Filter(**{**method.params(), "epochs": 0}).apply(base)
     pruned = method.apply(base, train_set)
     seconds = time.time() - start
     big = measure.report(base, test, latency=False)
     small = measure.report(pruned, test, latency=False)
-    shipped = [measure.codec.decode(measure.codec.encode(m)) for m in (base, pruned)]
-    lat_base, lat_pruned = latency_pair(*shipped, base.input_shape, 1 if smoke else 5)
-    mac_ratio, lat_ratio = small.macs / big.macs, lat_pruned / lat_base
+    c = latency_pair(pruned, base, smoke)
+    # time of the pruned over time of the base, as the MAC ratio: 1 / the median speedup
+    mac_ratio, lat_ratio = small.macs / big.macs, 1 / c.speedup
     loss_points = 100 * (big.accuracy - small.accuracy)
     met = (1 - mac_ratio >= 0.30 and loss_points <= 1.0
            and abs(lat_ratio / mac_ratio - 1) <= 0.25)
@@ -92,7 +91,9 @@ def l1_filter_target(smoke: bool) -> list[dict]:
              "acc_base": big.accuracy, "acc_pruned_no_retrain": round(evaluate(once, test), 4),
              "acc_after_finetune": small.accuracy, "acc_loss_points": round(loss_points, 2),
              "target_max_loss_points": 1.0,
-             "latency_b64_base_ms": round(lat_base, 2), "latency_b64_ms": round(lat_pruned, 2),
+             "latency_b64_base_ms": round(c.b_ms, 2), "latency_b64_ms": round(c.a_ms, 2),
+             "speedup_b64": c.speedup, "speedup_b64_iqr": list(c.spread),
+             "speedup_b64_display": c.display, "pairs": c.pairs, "load_avg": c.load_avg,
              "mac_ratio": round(mac_ratio, 4), "latency_ratio": round(lat_ratio, 4),
              "latency_vs_mac": round(lat_ratio / mac_ratio - 1, 4),
              "target_latency_vs_mac_within": 0.25, "threads": 1, "met": met,
@@ -102,11 +103,11 @@ def l1_filter_target(smoke: bool) -> list[dict]:
 def mnist_methods(arch: str, smoke: bool) -> list:
     """The methods of the table, at settings a lesson would start from."""
     ft = 1
-    methods = [APoZ(rounds=2, finetune_epochs=ft), Activity(fraction=0.5, finetune_epochs=ft),
+    methods = [APoZ(rounds=2, epochs=ft), Activity(fraction=0.5, epochs=ft),
                Merge(fraction=0.5), Merge(fraction=0.85),
                GroupLasso(lam=0.01, epochs=1 if smoke else 3, finetune_epochs=2 * ft)]
     if arch == "lenet5":
-        methods.insert(3, L1Filter(fraction=0.5, finetune_epochs=ft))
+        methods.insert(3, L1Filter(fraction=0.5, epochs=ft))
     return methods
 
 
@@ -126,14 +127,15 @@ def mnist_table(smoke: bool) -> list[dict]:
                      "seconds": 0.0})
         for method in mnist_methods(arch, smoke):
             start = time.time()
-            out = method.apply(base, train if method.needs_data else None)
+            needs_data = method.tags().needs_data
+            out = method.apply(base, train if needs_data else None)
             seconds = time.time() - start
             r = measure.report(out, test, latency=False)
             rows.append({"bench": "structured pruning, MNIST", "model": arch, "method": method.id,
                          "settings": method.settings(), "params": r.params, "macs": r.macs,
                          "params_x": round(ref.params / r.params, 2),
                          "macs_x": round(ref.macs / r.macs, 2), "accuracy": r.accuracy,
-                         "train_images": len(train) if method.needs_data else 0,
+                         "train_images": len(train) if needs_data else 0,
                          "seconds": round(seconds, 1)})
     return rows
 
@@ -172,8 +174,7 @@ def layer_removal(smoke: bool) -> list[dict]:
                  "note": "no resnet20 checkpoint in zoo.manifest() yet"}]
     train = data.cifar10("train").subset(256 if smoke else 10000, seed=0)
     test = data.cifar10("test").subset(200 if smoke else 2000, seed=1)
-    method = LayerRemoval(blocks=3 if smoke else 6, images=64 if smoke else 1024,
-                          finetune_epochs=0)
+    method = LayerRemoval(blocks=3 if smoke else 6, images=64 if smoke else 1024, epochs=0)
     _, path = method.path(base, train)
     rows, model = [], clone_model(base)
     for step in path:
@@ -182,7 +183,8 @@ def layer_removal(smoke: bool) -> list[dict]:
         # a short fine-tune at two depths (a clone: the path goes on from the untuned net)
         tuned = None
         if step["depth"] in ((18, 16) if smoke else (16, 12)):
-            tuned = finetune(clone_model(model), train, 1, method.lr, method.seed)
+            tuned = finetune(clone_model(model), train,
+                             finetune_recipe(method, train, epochs=1))
         rows.append({"bench": "prune.layer ResNet-20 depth vs accuracy", "trained": trained,
                      "removed": step["removed"], "depth": step["depth"],
                      "blocks_per_stage": model.config["blocks_per_stage"],
