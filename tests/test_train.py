@@ -178,3 +178,45 @@ def test_evaluate_uses_eval_mode():
     with torch.no_grad():
         manual = (model.eval()(ds.tensors()[0]).argmax(1) == ds.labels).float().mean().item()
     assert train.evaluate(model, ds) == manual
+
+
+class StopAfter(train.Hook):
+    """Interrupts a run after ``epochs`` epochs, as a session that stops would."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def after_epoch(self, model, epoch):
+        if epoch + 1 == self.epochs + 1:      # raised in the next epoch, before it is saved
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_ends_as_the_uninterrupted_one(mnist_train_small, tmp_path):
+    """Three epochs in one go, and one epoch + a stop + a resumed run, give the same weights
+    (dropout on: the saved random state matters) and the same history."""
+    recipe = Recipe(**{**QUICK, "epochs": 3})
+    torch.manual_seed(0)
+    whole = models.build("lenet300", dropout=0.5)
+    torch.manual_seed(0)
+    parts = models.build("lenet300", dropout=0.5)
+    expected = train.fit(whole, mnist_train_small, recipe, progress=False)
+    state = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(parts, mnist_train_small, recipe, hooks=[StopAfter(1)], progress=False,
+                  resume=state)
+    assert len(torch.load(state, weights_only=False)["history"]) == 1
+    torch.manual_seed(0)
+    resumed = models.build("lenet300", dropout=0.5)          # a new process: fresh weights
+    history = train.fit(resumed, mnist_train_small, recipe, progress=False, resume=state)
+    assert same_weights(resumed, whole)
+    assert history == expected
+
+
+def test_a_state_saved_with_another_recipe_is_not_resumed(mnist_train_small, tmp_path, capsys):
+    state = tmp_path / "run.pt"
+    train.fit(fresh(), mnist_train_small, Recipe(**{**QUICK, "epochs": 1}), progress=False,
+              resume=state)
+    model = fresh()
+    history = train.fit(model, mnist_train_small, Recipe(**{**QUICK, "epochs": 1, "lr": 0.02}),
+                        progress=False, resume=state)
+    assert len(history) == 1 and "another recipe" in capsys.readouterr().err

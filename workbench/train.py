@@ -11,9 +11,13 @@ caller's back after, so a method is deterministic without reseeding anybody's RN
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import time
 import contextvars
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -110,26 +114,72 @@ def _scheduler(optimizer, recipe: Recipe, steps_per_epoch: int):
 
 def fit(model: torch.nn.Module, train: Dataset, recipe: Recipe | None = None,
         hooks: list[Hook] = (), test: Dataset | None = None, progress: bool = True,
-        optimizer: torch.optim.Optimizer | None = None) -> list[dict]:
+        optimizer: torch.optim.Optimizer | None = None,
+        resume: str | Path | None = None) -> list[dict]:
     """Train ``model`` in place with SGD on ``train``; returns one dict of figures per epoch.
 
     Parameters that do not require grad (e.g. frozen layers) are left out of the optimizer.
     Pass ``optimizer`` to train other tensors (e.g. codebooks) with the same loop.
+    ``resume``: a file where the state of the run (weights, optimizer, schedule, random state,
+    history) is saved after every epoch; a run started again with the same file and recipe
+    continues after the last saved epoch and ends as the uninterrupted run would. Long zoo
+    trainings use it: a session that stops loses at most one epoch.
     """
     recipe = recipe or Recipe()
     progress = progress and not is_quiet()
     with seeded(recipe.seed):
-        return _fit(model, train, recipe, hooks, test, progress, optimizer)
+        return _fit(model, train, recipe, hooks, test, progress, optimizer,
+                    None if resume is None else Path(resume))
 
 
-def _fit(model, train, recipe, hooks, test, progress, optimizer) -> list[dict]:
+def _restore(path: Path | None, recipe: Recipe, model, optimizer, scheduler) -> list[dict]:
+    """The history saved in ``path`` after loading its state into the run; [] to start."""
+    if path is None or not path.exists():
+        return []
+    state = torch.load(path, weights_only=False, map_location="cpu")   # our own file
+    if state.get("recipe") != asdict(recipe):
+        print(f"{path}: saved with another recipe; starting afresh", file=sys.stderr)
+        return []
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        print(f"{path}: saved for another network; starting afresh", file=sys.stderr)
+        return []
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    print(f"{path}: resuming after epoch {len(state['history'])}/{recipe.epochs}",
+          file=sys.stderr)
+    return state["history"]
+
+
+def saved_seconds(path: Path | None, recipe: Recipe) -> float:
+    """Training seconds already spent by the run saved in ``path`` (0 if none or another)."""
+    if path is None or not Path(path).exists():
+        return 0.0
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    return state.get("seconds", 0.0) if state.get("recipe") == asdict(recipe) else 0.0
+
+
+def _save_state(path: Path, recipe: Recipe, model, optimizer, scheduler, history,
+                seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save({"recipe": asdict(recipe), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(), "history": history, "seconds": seconds}, tmp)
+    os.replace(tmp, path)
+
+
+def _fit(model, train, recipe, hooks, test, progress, optimizer, resume) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                     weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     scheduler = _scheduler(optimizer, recipe, train.batches(recipe.batch_size))
-    history = []
-    for epoch in range(recipe.epochs):
+    history = _restore(resume, recipe, model, optimizer, scheduler)
+    started = time.perf_counter() - saved_seconds(resume, recipe)
+    for epoch in range(len(history), recipe.epochs):
         model.train()
         batches = train.loader(recipe.batch_size, shuffle=True, seed=recipe.seed * 1000 + epoch,
                                augment=recipe.augment)
@@ -160,6 +210,9 @@ def _fit(model, train, recipe, hooks, test, progress, optimizer) -> list[dict]:
         if test is not None:
             row["test_acc"] = evaluate(model, test)
         history.append(row)
+        if resume is not None:
+            _save_state(resume, recipe, model, optimizer, scheduler, history,
+                        time.perf_counter() - started)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in row.items()))

@@ -19,7 +19,7 @@ import torch
 
 from . import data as datasets
 from .models import ARCHITECTURES, build
-from .train import Recipe, evaluate, fit
+from .train import Recipe, evaluate, fit, saved_seconds
 
 # How each zoo model is trained. The targets are the issue's (and the papers' baselines).
 # Every CIFAR-10 network, the compact architectures included, uses one recipe family, so that
@@ -117,8 +117,9 @@ def train(name: str, epochs: int | None = None, progress: bool = True) -> torch.
     model = build(name)
     if dataset == "cifar10":  # channels_last is about 1.5-2x faster for these convs on CPU
         model = model.to(memory_format=torch.channels_last)
-    start = time.time()
-    fit(model, train_set, recipe, progress=progress)
+    partial = checkpoint_dir() / "partial" / f"{name}.pt"     # survives a stopped session
+    start = time.time() - saved_seconds(partial, recipe)       # over every session it took
+    fit(model, train_set, recipe, progress=progress, resume=partial)
     wall = time.time() - start
     model = model.to(memory_format=torch.contiguous_format)
     accuracy = evaluate(model, test_set)
@@ -149,6 +150,7 @@ def save(name: str, model: torch.nn.Module, info: dict) -> Path:
     tmp_manifest.write_text(json.dumps(dict(sorted({**manifest(), name: entries[name]}.items())),
                                        indent=2) + "\n")
     os.replace(tmp_manifest, folder / "manifest.json")
+    (folder / "partial" / f"{name}.pt").unlink(missing_ok=True)    # the run is done
     print(f"saved {path} (test accuracy {info['test_acc']:.4f})", file=sys.stderr)
     return path
 
