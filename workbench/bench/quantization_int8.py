@@ -41,20 +41,10 @@ def onnx_comparisons(fp32: bytes, int8: dict[str, bytes], batch: int, threads: i
     """Name -> ``timing.Comparison``: how many times faster each int8 model of ``int8`` runs
     than ``fp32`` in ONNX Runtime at ``batch``, each pair of sessions on ``threads`` intra-op
     threads (a session option, so the sessions are built with it), timed interleaved."""
-    import numpy as np
-
-    from .. import timing
-    from ..quantize.int8 import session
-    reference = session(fp32, threads)
-    inp = reference.get_inputs()[0]
-    x = np.random.default_rng(0).standard_normal((batch, *inp.shape[1:])).astype(np.float32)
-    feed = {inp.name: x}
+    from ..quantize.int8 import compare_onnx
     out = {}
     for name, blob in int8.items():
-        sess = session(blob, threads)
-        out[name] = timing.compare_calls(lambda s=sess: s.run(None, feed),
-                                         lambda s=reference: s.run(None, feed),
-                                         threads=threads, pairs=pairs, batch=batch)
+        out[name] = compare_onnx(blob, fp32, batch, threads, pairs)
     return out
 
 

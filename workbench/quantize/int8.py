@@ -74,7 +74,7 @@ from .core import quantizable_layers, quantize_weights, round_ste
 from .int8_kernels import (ACT_MAX, ACT_MIN, INT16_MAX, _per_channel, int8_conv2d,  # noqa: F401
                            int8_linear, pair_sum_bound, quantize_bias, quantize_multiplier,
                            quantize_tensor, requantize)
-from .int8_onnx import (cpu_vnni, folded_copy, fused_ops, onnx_accuracy,  # noqa: F401
+from .int8_onnx import (compare_onnx, cpu_vnni, folded_copy, fused_ops, onnx_accuracy,  # noqa: F401
                         onnx_int8,
                         onnx_latency_ms, ort_qdq_linear, ort_qlinear_conv, qdq_linear_model,
                         session, to_onnx)

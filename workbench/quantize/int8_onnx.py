@@ -4,7 +4,7 @@
 into the convolutions in eval mode); ``onnx_int8`` quantizes it with
 ``onnxruntime.quantization.quantize_static`` (QDQ format, uint8 activations, int8 weights in
 the same range as the model's ``AffineWeight``, calibrated on the same images); ``session``,
-``onnx_accuracy`` and ``onnx_latency_ms`` run it. ``ort_qlinear_conv`` and ``ort_qdq_linear``
+``onnx_accuracy``, ``onnx_latency_ms`` and ``compare_onnx`` (interleaved, with its spread) run it. ``ort_qlinear_conv`` and ``ort_qdq_linear``
 run ONE layer on given integers: ONNX Runtime's answer to compare with ``int8_kernels``.
 
 ``quant.int8`` (``workbench.quantize.int8``) re-exports every function here.
@@ -151,6 +151,23 @@ def onnx_latency_ms(onnx_model: bytes, batch: int, threads: int = 1,
     timer = benchmark.Timer(stmt="run(None, feed)",
                             globals={"run": sess.run, "feed": {inp.name: x}})
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def compare_onnx(onnx_model: bytes, base: bytes, batch: int = 64, threads: int = 1,
+                 pairs: int = 30, block_time: float | None = None):
+    """How many times faster ``onnx_model`` runs than ``base`` in ONNX Runtime (a
+    ``timing.Comparison``): both sessions on ``threads`` intra-op threads (a session option),
+    fed the same input of ``batch`` images, their ``run`` timed interleaved by
+    ``timing.compare_calls``, so the ratio comes with its spread (two separately taken
+    medians, as ``onnx_latency_ms`` gives, would carry the machine's drift between them)."""
+    from .. import timing
+    fast, reference = session(onnx_model, threads), session(base, threads)
+    inp = reference.get_inputs()[0]
+    x = np.random.default_rng(0).standard_normal((batch, *inp.shape[1:])).astype(np.float32)
+    feed = {inp.name: x}
+    options = {} if block_time is None else {"block_time": block_time}
+    return timing.compare_calls(lambda: fast.run(None, feed), lambda: reference.run(None, feed),
+                                threads=threads, pairs=pairs, batch=batch, **options)
 
 
 def cpu_vnni() -> bool | None:
