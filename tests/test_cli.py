@@ -36,6 +36,7 @@ def test_survey_without_data_is_one_line_saying_where_to_put_the_files(
     (["zoo", "train"], "NAME"),
     (["zoo", "train", "lenet9"], "lenet9"),
     (["bench", "no_such_bench"], "no_such_bench"),
+    (["survey", "--smoke", "--methods", "prune.magnitud"], "prune.magnitud"),
     (["reproduce", "deep-compression", "--model", "vgg_small"], "vgg_small"),
 ])
 def test_mistakes_are_one_line(argv, says, capsys):

@@ -24,17 +24,16 @@ def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
     assert "latency_vs_base" not in html          # the full timings go to the JSON only
 
 
-def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change(monkeypatch):
+def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change():
     # encode.sparse returns a bit-identical network: whatever the order of measurement, the
     # survey must not show it faster than its base (it once showed 1.31x).
     if "lenet300" not in zoo.manifest():
         pytest.skip("no lenet300 checkpoint")
-    monkeypatch.setattr(survey, "METHODS", {"encode.sparse": workbench.METHODS["encode.sparse"]})
     test = data.load("mnist", "test").subset(200, seed=0)
     bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
                                         latency=False)}
     [row] = survey.method_rows({"mnist": test}, bases, latency=True, smoke=True,
-                               all_models=False)
+                               all_models=False, ids=["encode.sparse"])
     assert row["latency_b64"].startswith("no measurable change"), row["latency_vs_base"]
     paired = row["latency_vs_base"]["b64"]
     assert paired["display"] == row["latency_b64"] and not paired["significant"]

@@ -89,7 +89,8 @@ def _reproduce(args) -> None:
 
 def _survey(args) -> None:
     from . import survey
-    survey.main(out_dir=args.out, smoke=args.smoke, all_models=args.all_models)
+    survey.main(out_dir=args.out, smoke=args.smoke, all_models=args.all_models,
+                methods=args.methods)
 
 
 def main(argv=None) -> None:
@@ -102,6 +103,8 @@ def main(argv=None) -> None:
                    help="small subsets and each method's smoke settings (a few minutes)")
     p.add_argument("--all-models", action="store_true",
                    help="every method on every zoo model it applies to, not only the first")
+    p.add_argument("--methods", nargs="+", metavar="ID",
+                   help="only these catalogue ids (e.g. encode.sparse prune.magnitude)")
     p.set_defaults(run=_survey)
 
     p = sub.add_parser("zoo", help="list or train the model zoo")

@@ -43,14 +43,25 @@ def zoo_rows(test_sets, latency: bool) -> tuple[list[dict], dict]:
     return rows, reports
 
 
+def chosen_methods(ids=None) -> dict:
+    """The methods of METHODS named by ``ids`` (all when None), in METHODS order."""
+    if ids is None:
+        return dict(METHODS)
+    unknown = sorted(set(ids) - set(METHODS))
+    if unknown:
+        raise ValueError(f"survey --methods: {', '.join(unknown)} not implemented; allowed: "
+                         f"{', '.join(METHODS)}")
+    return {mid: cls for mid, cls in METHODS.items() if mid in ids}
+
+
 def method_rows(test_sets, base_reports, latency: bool, smoke: bool,
-                all_models: bool) -> list[dict]:
-    """Every method in METHODS at its default settings (smoke: its ``smoke`` settings and a
-    2,000-image training subset) on its reference model, the first zoo network with a
-    checkpoint that it supports (``all_models``: on every one)."""
+                all_models: bool, ids=None) -> list[dict]:
+    """Every method in METHODS (or those of ``ids``) at its default settings (smoke: its
+    ``smoke`` settings and a 2,000-image training subset) on its reference model, the first
+    zoo network with a checkpoint that it supports (``all_models``: on every one)."""
     rows = []
     bases = {name: zoo.pretrained(name) for name in base_reports}   # apply never changes them
-    for method_id, cls in METHODS.items():
+    for method_id, cls in chosen_methods(ids).items():
         method = cls(**cls.smoke) if smoke else cls()
         names = [a for a in bases if method.supports(bases[a])]
         for name in names if all_models else names[:1]:
@@ -98,7 +109,10 @@ def missing_rows() -> list[dict]:
              "reference": e.reference} for e in catalogue.missing(METHODS)]
 
 
-def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False) -> dict:
+def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
+         methods=None) -> dict:
+    """The survey, written to ``out_dir``; ``methods``: only these ids (all by default)."""
+    chosen_methods(methods)       # a mistyped id fails before any work
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .plots import sweep_plot
@@ -110,7 +124,7 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False)
         test_sets = {k: v.subset(1000, seed=0) for k, v in test_sets.items()}
     zoo_table, base_reports = zoo_rows(test_sets, latency=not smoke)
     methods_table = method_rows(test_sets, base_reports, latency=not smoke, smoke=smoke,
-                                all_models=all_models)
+                                all_models=all_models, ids=methods)
     curves = sweep(test_sets, SWEEP[::3] + [0.99] if smoke else SWEEP)
     missing = missing_rows()
 
