@@ -16,13 +16,18 @@ The package::
     shared.py     codebook, sparse_codebook, pow2: few distinct values
     affine.py     affine: b-bit integers with scales, hinted by 8-bit quantizers
     entropy.py    huffman_codebook, huffman_sparse: Deep Compression's Huffman stage
+    binary.py     signs, ternary: binary and ternary weights, bit-packed, with their scales;
+                  row_codebook: few values per row (network sketching)
 
 A family adds a format with ``register(Format(name, encode, decode, kind=...))`` (see
 ``Format`` and ``KINDS``), or ``register_format`` for a hinted one; nothing else changes.
 """
 # Each module registers its formats on import, in this order: the registry's order is the
 # order of DEFAULT_FORMATS, and the earlier format wins a tie in size.
-from . import dense, sparse, shared, affine, entropy  # noqa: F401
+# binary comes last: a new format must not take a tie from the formats of version-1 files.
+from . import dense, sparse, shared, affine, entropy, binary  # noqa: F401
+from .binary import (decode_row_codebook, decode_signs, decode_ternary, encode_row_codebook,
+                     encode_signs, encode_ternary, weight_structure)
 from .bits import pack_bits, pack_symbols, radix_group, unpack_bits, unpack_symbols
 from .container import (MAGIC, VERSION, codec_hints, decode, encode, gzip_size,
                         plain_state_dict, read_header)
@@ -45,7 +50,10 @@ def __getattr__(name: str):
 
 __all__ = ["CodecError", "DEFAULT_FORMATS", "ENTROPY_FORMATS", "FLOAT_DTYPES", "FORMATS", "Format",
            "KINDS", "MAGIC", "MAX_CODEBOOK", "VERSION", "as_matrix", "codec_hints", "decode",
-           "deep_compression_streams", "default_formats", "encode", "encode_tensor",
+           "decode_row_codebook", "decode_signs", "decode_ternary", "deep_compression_streams",
+           "default_formats",
+           "encode", "encode_row_codebook", "encode_signs", "encode_tensor", "encode_ternary",
            "entropy_formats", "gzip_size", "narrowest_float", "pack_bits", "pack_symbols",
            "plain_state_dict", "radix_group", "read_header", "register", "register_format",
-           "relative_gaps", "sparse_entries", "unpack_bits", "unpack_symbols"]
+           "relative_gaps", "sparse_entries", "unpack_bits", "unpack_symbols",
+           "weight_structure"]

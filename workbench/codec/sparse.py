@@ -48,9 +48,8 @@ def relative_gaps(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndar
     return stored, is_filler
 
 
-def _sparse_rel_cost(positions: np.ndarray, bits: int, value_bits: float) -> float:
-    gaps = np.diff(positions, prepend=-1) - 1
-    entries = len(positions) + int((gaps >> bits).sum())
+def _sparse_rel_cost(gaps: np.ndarray, bits: int, value_bits: float) -> float:
+    entries = len(gaps) + int((gaps >> bits).sum())
     return -(-entries * bits // 8) + entries * value_bits / 8
 
 
@@ -61,8 +60,9 @@ def sparse_entries(tensor: torch.Tensor, value_bits: float, order: str | None = 
     (row / col) and bit-width are those of the smallest file."""
     flats = {o: as_matrix(tensor.detach(), o).flatten() for o in ([order] if order else ["row", "col"])}
     positions = {o: f.nonzero().flatten().numpy() for o, f in flats.items()}
+    gaps = {o: np.diff(p, prepend=-1) - 1 for o, p in positions.items()}    # once per order
     choices = [(o, b) for o in flats for b in ([index_bits] if index_bits else range(1, 17))]
-    order, index_bits = min(choices, key=lambda c: _sparse_rel_cost(positions[c[0]], c[1],
+    order, index_bits = min(choices, key=lambda c: _sparse_rel_cost(gaps[c[0]], c[1],
                                                                        value_bits))
     flat, where = flats[order], positions[order]
     stored, is_filler = relative_gaps(where, index_bits)
