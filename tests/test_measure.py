@@ -189,3 +189,137 @@ def test_energy_estimate_by_hand():
     assert dram["memory_over_compute"] > 100
     with pytest.raises(ValueError, match="memory"):
         measure.energy_estimate(r, "flash")
+
+
+# ---------------------------------------------------------------- operations by precision
+
+def binary_weight(out_features, in_features, seed=0, zero_at=None):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_features, in_features, generator=g)
+    scales = torch.arange(1, out_features + 1, dtype=torch.float32).view(-1, 1) / 4
+    w = torch.where(w >= 0, scales, -scales)
+    if zero_at is not None:
+        w[zero_at] = 0.0                      # ternary: {-a_c, 0, +a_c}
+    return w
+
+
+class Tiny(nn.Module):
+    """real x -> binary-weight conv -> sign -> binary-weight conv -> flatten -> ternary linear
+    -> relu -> float linear, with every count known by hand."""
+
+    input_shape = (1, 6, 6)
+
+    def __init__(self):
+        super().__init__()
+        from workbench.binary.core import SignActivation
+        self.config = {}
+        self.conv1 = nn.Conv2d(1, 2, 3, bias=False)            # 6x6 -> 4x4
+        self.sign = SignActivation()
+        self.conv2 = nn.Conv2d(2, 3, 3, bias=False)            # 4x4 -> 2x2
+        self.fc1 = nn.Linear(12, 5)
+        self.fc2 = nn.Linear(5, 2)
+        with torch.no_grad():
+            self.conv1.weight.copy_(binary_weight(2, 9).view(2, 1, 3, 3))
+            self.conv2.weight.copy_(binary_weight(3, 18, seed=1).view(3, 2, 3, 3))
+            self.fc1.weight.copy_(binary_weight(5, 12, seed=2, zero_at=(slice(None), slice(0, 3))))
+
+    def forward(self, x):
+        x = self.conv2(self.sign(self.conv1(x)))
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def test_operations_by_precision_by_hand_and_the_flop_counter(monkeypatch):
+    monkeypatch.setitem(models.CUSTOM_MODULES, "Tiny", Tiny)     # report() encodes the file
+    model, x = Tiny().eval(), torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    rows = {r["layer"]: r for r in measure.layer_table(model, (1, 6, 6), x)}
+    # conv1: binary weights, real pixels: 2 x 9 weights x 16 positions additions
+    assert (rows["conv1"]["add_ops"], rows["conv1"]["binary_ops"]) == (2 * 9 * 16, 0)
+    # conv2: binary weights and +-1 inputs: 3 x 18 x 4 XNOR-popcount operations
+    assert (rows["conv2"]["binary_ops"], rows["conv2"]["add_ops"]) == (3 * 18 * 4, 0)
+    # fc1: ternary weights (3 of 12 inputs zeroed in each row), real inputs: 5 x 9 nonzeros
+    assert (rows["fc1"]["add_ops"], rows["fc1"]["float_macs"]) == (5 * 9, 0)
+    assert (rows["fc2"]["float_macs"], rows["fc2"]["add_ops"]) == (10, 0)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x[:1])
+    macs = 2 * 9 * 16 + 3 * 18 * 4 + 5 * 12 + 10
+    assert sum(r["macs"] for r in rows.values()) == macs == counter.get_total_flops() // 2
+    rep = measure.report(model, latency=False)     # no data: the zero image; conv1 sees zeros
+    assert (rep.binary_ops, rep.add_ops, rep.float_macs) == (216, 288 + 45, 10)
+    assert rep.ops == 216 / 64 + 10 and rep.macs == macs          # Bi-Real / ReActNet count
+    assert {"binary_ops", "add_ops", "float_macs", "ops"} <= set(rep.row())
+    assert "binary_ops" in str(rep).splitlines()[0]
+    assert rep.compare(rep)["ops_x"] == 1.0
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "resnet20"])
+def test_float_networks_are_float_macs_and_keep_their_columns(arch, mnist_test_small):
+    model = untrained(arch)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *model.input_shape))
+    rep = measure.report(model, mnist_test_small if arch == "lenet5" else None, latency=False)
+    assert rep.float_macs * 2 == counter.get_total_flops() == rep.macs * 2
+    assert rep.binary_ops == rep.add_ops == 0 and rep.ops == rep.macs
+    # a float network's table does not grow four columns that repeat macs
+    assert "binary_ops" not in rep.row() and "ops" not in str(rep).splitlines()[0]
+    assert rep.row(by_precision=True)["float_macs"] == rep.macs
+    assert "ops_x" not in rep.compare(rep)
+
+
+def test_binarized_lenet300_with_sign_activations(mnist_test_small):
+    from workbench.binary.core import SignActivation, binarize, replace_relus
+    model = untrained("lenet300")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(binarize(m.weight, per_channel=True))
+    bwn = measure.report(model, mnist_test_small, latency=False)    # weights only: additions
+    assert bwn.add_ops == bwn.macs and bwn.binary_ops == bwn.float_macs == 0
+    replace_relus(model, SignActivation)
+    rep = measure.report(model, mnist_test_small, latency=False)
+    rows = {r["layer"]: r for r in rep.layers}
+    assert rows["net.1"]["add_ops"] == 784 * 300 and rows["net.1"]["binary_ops"] == 0  # pixels
+    assert rows["net.3"]["binary_ops"] == 300 * 100 and rows["net.5"]["binary_ops"] == 100 * 10
+    assert (rep.binary_ops, rep.add_ops, rep.float_macs) == (31_000, 235_200, 0)
+    assert rep.ops == 31_000 / 64 and rep.macs == 266_200
+    # the last layer back in float: its MACs move to float_macs
+    with torch.no_grad():
+        model.net[5].weight.add_(torch.linspace(0, 1e-3, 1000).view(10, 100))
+    rows = {r["layer"]: r for r in measure.layer_table(model, model.input_shape)}
+    assert (rows["net.5"]["float_macs"], rows["net.5"]["binary_ops"]) == (1000, 0)
+
+
+class TwoOrderBinaryLinear(nn.Module):
+    """A layer that binarizes its input twice inside (sign(x) and the sign of the residual):
+    2 x in x out binary operations and the out x 2 float MACs that combine the two orders."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.inner = nn.Linear(n_in, n_out, bias=False)
+        self.mix = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        from workbench.binary.core import sign
+        first = sign(x)
+        second = sign(x - first * x.abs().mean())
+        return self.mix[0] * self.inner(first) + self.mix[1] * self.inner(second)
+
+    def ops(self, inputs, output):
+        n_out, n_in = self.inner.weight.shape
+        return {"binary_ops": 2 * n_in * n_out, "float_macs": 2 * n_out}
+
+
+def test_a_module_that_counts_its_own_operations():
+    model = nn.Sequential(nn.Linear(6, 4), TwoOrderBinaryLinear(4, 3), nn.Linear(3, 2))
+    rows = measure.layer_table(model, (6,))
+    assert [r["layer"] for r in rows] == ["0", "1", "2"]          # "1.inner" not counted again
+    custom = rows[1]
+    assert (custom["binary_ops"], custom["float_macs"], custom["add_ops"]) == (24, 6, 0)
+    assert custom["macs"] == custom["effective_macs"] == 30
+    assert (custom["params"], custom["nonzeros"]) == (12 + 2, 12 + 2)
+
+    class OwnLinear(nn.Linear):        # a layer that is a Linear and says its own precision
+        def ops(self, inputs, output):
+            return {"add_ops": self.weight.numel()}
+
+    rows = measure.layer_table(nn.Sequential(OwnLinear(5, 2)), (5,))
+    assert (rows[0]["macs"], rows[0]["add_ops"], rows[0]["float_macs"]) == (10, 10, 0)

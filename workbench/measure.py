@@ -5,6 +5,34 @@
   ``torch.utils.flop_counter`` counts (it reports FLOPs = 2 x MACs);
 - effective MACs skip the multiplications by a zero weight (each conv weight is used once per
   output position, each linear weight once per row);
+- operations by precision (binary and ternary networks), per image, split the same MACs:
+
+  * ``binary_ops``: 1-bit x 1-bit multiply-accumulates (an XNOR and a popcount), those of a
+    Conv2d / Linear whose weight is {-a_c, +a_c} in each output channel (or one a per layer)
+    AND whose inputs are all -1 or +1 on the images measured (a forward hook looks at the real
+    inputs: ``PRECISION_IMAGES`` images of the data given to ``report``, else the zero image of
+    ``probe``);
+  * ``add_ops``: additions and subtractions that replace the multiplications of a layer with
+    binary weights and real inputs (every MAC), or with ternary weights {-n_c, 0, +p_c} (the
+    nonzero weights' MACs only, whatever the inputs);
+  * ``float_macs``: the MACs of every other layer (dense, as ``macs``);
+  * ``ops`` = binary_ops / 64 + float_macs, the convention of Bi-Real Net (Liu et al. 2018)
+    and ReActNet (Liu et al. 2020): 64 binary operations in one 64-bit instruction. The
+    formula has no term for additions: ``add_ops`` stand beside it, not in it.
+
+  Not counted, as in those papers: the multiplication of each output by its channel's scale,
+  batch norm, the sign of the activations. ``macs`` keeps its meaning (every multiply-
+  accumulate, whatever its precision): for Conv2d / Linear layers, float_macs + binary_ops +
+  the MACs of the layers with add_ops = macs.
+
+  A module may count itself: ``ops(inputs, output) -> dict`` with the keys ``float_macs``,
+  ``binary_ops``, ``add_ops`` (per image; it gets the forward hook's ``inputs`` tuple and
+  ``output``, of a batch of one or more images; e.g. a multi-order binary convolution that
+  binarizes its input inside, or a layer that knows its input is binary).
+  ``layer_table`` then takes those three figures from it and counts nothing inside it; its
+  ``macs`` come from its ``mac_counts`` if it has one, from the Conv2d / Linear count if it is
+  one, else they are the sum of the three figures (``effective_macs`` the same), with its own
+  parameters;
 - latency is the warm median of ``torch.utils.benchmark`` at a stated batch size and thread
   count, measured on the decoded file (what would be deployed), with the machine's load beside
   it; how much faster one network runs than another is measured by timing the two interleaved,
@@ -14,6 +42,7 @@
 from __future__ import annotations
 
 import html
+import inspect
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,6 +50,7 @@ from torch import nn
 
 from . import codec
 from . import timing
+from .codec.binary import weight_structure
 from .data import Dataset
 from .train import evaluate
 
@@ -34,42 +64,104 @@ def input_shape_of(model: nn.Module, data: Dataset | None = None) -> tuple[int, 
 
 
 # One forward pass of a zero image with hooks attached (kept importable from here).
-from .hooks import probe  # noqa: E402
+from .hooks import hooked, probe  # noqa: E402
+
+
+OPS_KEYS = ("float_macs", "binary_ops", "add_ops")
+PRECISION_IMAGES = 8      # images on which report() looks at the layers' inputs
+
+
+def _counts_itself(module: nn.Module) -> bool:
+    return hasattr(module, "mac_counts") or inspect.ismethod(getattr(module, "ops", None))
+
+
+def _inputs_matter(model: nn.Module) -> bool:
+    return any(inspect.ismethod(getattr(m, "ops", None)) or (
+        isinstance(m, (nn.Conv2d, nn.Linear)) and weight_structure(m.weight) == "signs")
+        for m in model.modules())
+
+
+def _is_pm_one(x: torch.Tensor) -> bool:
+    return x.is_floating_point() and bool(((x == 1) | (x == -1)).all())
+
+
+def _layer_counts(module: nn.Module, output: torch.Tensor) -> dict:
+    weight = module.weight           # with pruning or parametrization: the effective weight
+    uses = output[0].numel() // output.shape[1] if isinstance(module, nn.Conv2d) else \
+        output[0].numel() // module.out_features
+    nonzeros = int(weight.count_nonzero())
+    return {"shape": "x".join(map(str, weight.shape)), "params": weight.numel(),
+            "nonzeros": nonzeros, "macs": weight.numel() * uses,
+            "effective_macs": nonzeros * uses}
+
+
+def _precision(module: nn.Module, row: dict, binary_inputs: bool) -> dict:
+    """The MACs of a Conv2d / Linear row split by precision (see the module docstring)."""
+    kind = weight_structure(module.weight.detach())
+    if kind == "signs" and binary_inputs:
+        return {"float_macs": 0, "binary_ops": row["macs"], "add_ops": 0}
+    if kind == "signs":
+        return {"float_macs": 0, "binary_ops": 0, "add_ops": row["macs"]}
+    if kind == "ternary":
+        return {"float_macs": 0, "binary_ops": 0, "add_ops": row["effective_macs"]}
+    return {"float_macs": row["macs"], "binary_ops": 0, "add_ops": 0}
 
 
 @torch.no_grad()
-def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
-    """One row per Conv2d / Linear layer: params, nonzeros, dense and effective MACs per image.
+def layer_table(model: nn.Module, input_shape: tuple[int, ...],
+                inputs: torch.Tensor | None = None) -> list[dict]:
+    """One row per Conv2d / Linear layer: params, nonzeros, dense and effective MACs per image,
+    and the same MACs by precision: float_macs, binary_ops, add_ops (module docstring).
 
-    A module with a ``mac_counts(inputs, output)`` method (e.g. a Winograd convolution) counts
-    itself and everything inside it.
+    ``inputs``: a batch of real images, to see which layers receive only -1 and +1 (default:
+    one zero image). A module with a ``mac_counts(inputs, output)`` method (e.g. a Winograd
+    convolution) or an ``ops(inputs, output)`` method counts itself and everything inside it.
     """
-    rows = []
+    rows, binary_inputs = [], {}
 
     def count(module, inputs, output, name):
-        weight = module.weight       # with pruning or parametrization: the effective weight
-        uses = output[0].numel() // output.shape[1] if isinstance(module, nn.Conv2d) else \
-            output[0].numel() // module.out_features
-        rows.append({"layer": name, "type": type(module).__name__,
-                     "shape": "x".join(map(str, weight.shape)),
-                     "params": weight.numel(), "nonzeros": int(weight.count_nonzero()),
-                     "macs": weight.numel() * uses,
-                     "effective_macs": int(weight.count_nonzero()) * uses})
-
-    def count_custom(module, inputs, output, name):
-        rows.append({"layer": name, "type": type(module).__name__, "shape": "-",
-                     **module.mac_counts(inputs, output)})
+        # one forward pass; a module called twice in it is counted twice, as torch counts
+        binary_inputs[name] = binary_inputs.get(name, True) and _is_pm_one(inputs[0])
+        if hasattr(module, "mac_counts"):
+            row = {"shape": "-", **module.mac_counts(inputs, output)}
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            row = _layer_counts(module, output)
+        else:
+            row = {"shape": "-"}
+        if inspect.ismethod(getattr(module, "ops", None)):
+            counted = module.ops(inputs, output)
+            row.update({key: int(counted.get(key, 0)) for key in OPS_KEYS})
+            if "macs" not in row:    # an ops() module that is no layer: its own figures
+                params = [p.detach() for p in module.parameters()]
+                row.update(params=sum(p.numel() for p in params),
+                           nonzeros=sum(int(p.count_nonzero()) for p in params),
+                           macs=sum(row[k] for k in OPS_KEYS))
+                row["effective_macs"] = row["macs"]
+        rows.append({"layer": name, "type": type(module).__name__, **row})
 
     custom, hooks = [], {}
     for name, module in model.named_modules():
         if any(name.startswith(p + ".") for p in custom):
             continue                  # counted by the custom module that contains it
-        if hasattr(module, "mac_counts"):
+        if _counts_itself(module):
             custom.append(name)
-            hooks[name] = count_custom
+            hooks[name] = count
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             hooks[name] = count
-    probe(model, input_shape, hooks)
+    if inputs is None:
+        probe(model, input_shape, hooks)
+    else:
+        with hooked(model, hooks):
+            model(inputs)
+    for row in rows:
+        name = row["layer"]
+        module = model.get_submodule(name)
+        if "float_macs" in row:                     # it said so itself (ops)
+            continue
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not hasattr(module, "mac_counts"):
+            row.update(_precision(module, row, binary_inputs[name]))
+        else:                                       # mac_counts only (Winograd): float
+            row.update(float_macs=row["macs"], binary_ops=0, add_ops=0)
     return rows
 
 
@@ -117,6 +209,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 class Report:
     """The figures of one model. ``print(report)`` shows a table; ``a.compare(b)`` ratios.
 
+    ``float_macs``, ``binary_ops``, ``add_ops`` and ``ops`` (= binary_ops / 64 + float_macs)
+    split the operations by precision (module docstring); ``row()`` shows them only for a
+    network that has binary or add operations (otherwise they repeat ``macs``), unless asked.
     Latencies are warm medians (ms) with their interquartile range, on ``threads`` threads, the
     machine's 1-minute ``load_avg`` beside them. ``latency_vs`` holds the interleaved
     comparisons (``timing.Comparison.row()`` by batch, "b1" and "b64") with the network given
@@ -130,6 +225,10 @@ class Report:
     gzip_bytes: int
     macs: int
     effective_macs: int
+    float_macs: int | None = None
+    binary_ops: int | None = None
+    add_ops: int | None = None
+    ops: float | None = None
     latency_ms_b1: float | None = None
     latency_ms_b64: float | None = None
     latency_iqr_ms_b1: float | None = None
@@ -140,8 +239,19 @@ class Report:
     layers: list[dict] = field(default_factory=list, repr=False)
     latency_vs: dict = field(default_factory=dict, repr=False)
 
-    def row(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("layers", "latency_vs")}
+    @property
+    def has_low_bit_ops(self) -> bool:
+        """Whether some operations are binary or additions (a binary / ternary network)."""
+        return bool(self.binary_ops or self.add_ops)
+
+    def row(self, by_precision: bool | None = None) -> dict:
+        """The figures as a dict; ``by_precision``: with float_macs, binary_ops, add_ops and
+        ops (default: only when the network has binary or add operations, so that the tables
+        of float networks do not grow four columns that repeat ``macs``)."""
+        show = self.has_low_bit_ops if by_precision is None else by_precision
+        hidden = {"layers", "latency_vs"} | (set() if show else {"float_macs", "binary_ops",
+                                                                  "add_ops", "ops"})
+        return {k: v for k, v in asdict(self).items() if k not in hidden}
 
     def compare(self, base: "Report") -> dict:
         """How many times smaller / fewer / faster than ``base`` (>1 means better).
@@ -153,13 +263,16 @@ class Report:
         def ratio(a, b):
             return round(b / a, 2) if a and b else None
         latency = {f"latency_{b}": c["display"] for b, c in self.latency_vs.items()}
+        # by the Bi-Real / ReActNet count (binary_ops / 64 + float_macs), for low-bit networks
+        ops = {"ops_x": ratio(self.ops, base.ops if base.ops is not None else base.macs)} \
+            if self.has_low_bit_ops else {}
         return {"name": f"{self.name} vs {base.name}",
                 "accuracy_change": None if self.accuracy is None or base.accuracy is None
                 else round(self.accuracy - base.accuracy, 4),
                 "nonzeros_x": ratio(self.nonzeros, base.nonzeros),
                 "bytes_x": ratio(self.bytes, base.bytes),
                 "gzip_bytes_x": ratio(self.gzip_bytes, base.gzip_bytes),
-                "effective_macs_x": ratio(self.effective_macs, base.macs), **latency}
+                "effective_macs_x": ratio(self.effective_macs, base.macs), **ops, **latency}
 
     def __str__(self) -> str:
         return format_table([self.row()])
@@ -186,7 +299,12 @@ def report(model: nn.Module, data: Dataset | None = None, name: str | None = Non
             base = shipped(latency_vs)
             paired = {f"b{b}": timing.compare(deployed, base, shape, b, threads).row()
                       for b in (1, 64)}
-    layers = layer_table(model, shape)
+    # the layers' real inputs on a few images (binary operations need inputs of -1 and +1),
+    # when some layer's inputs matter: binary weights, or a module that counts itself
+    sample = None
+    if data is not None and _inputs_matter(model):
+        sample = data.subset(min(PRECISION_IMAGES, len(data))).tensors()[0]
+    layers = layer_table(model, shape, sample)
     params, nonzeros = count_params(model)
     ms = lambda b, key: round(getattr(times[b], key), 4) if b in times else None
     return Report(
@@ -195,6 +313,8 @@ def report(model: nn.Module, data: Dataset | None = None, name: str | None = Non
         params=params, nonzeros=nonzeros, bytes=len(blob), gzip_bytes=codec.gzip_size(blob),
         macs=sum(r["macs"] for r in layers),
         effective_macs=sum(r["effective_macs"] for r in layers),
+        **{key: sum(r[key] for r in layers) for key in OPS_KEYS},
+        ops=sum(r["binary_ops"] for r in layers) / 64 + sum(r["float_macs"] for r in layers),
         latency_ms_b1=ms(1, "median_ms"), latency_ms_b64=ms(64, "median_ms"),
         latency_iqr_ms_b1=ms(1, "iqr_ms"), latency_iqr_ms_b64=ms(64, "iqr_ms"),
         threads=threads, load_avg=times[64].load_avg if times else None,
