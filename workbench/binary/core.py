@@ -1,0 +1,117 @@
+"""What every binary and ternary method of section C shares: the sign function and its
+straight-through gradients, the least-squares scale of a sign tensor, and a sign activation
+module the codec can rebuild.
+
+A binary layer is an ordinary ``nn.Linear`` / ``nn.Conv2d`` whose ``weight`` is computed from a
+float "shadow" weight by a parametrization (``quantize.core.quantize_weights``), as in the
+quantizers of section B; ``quantize.core.fold`` leaves the plain +-alpha tensor after training,
+which the codec stores as packed bits plus scales. A binary *activation* is a ``SignActivation``
+module put where the network's ReLU was.
+
+Convention: sign(0) = +1, so every binary value is -1 or +1 (torch.sign would give 0).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models import register_module, replace_module
+from ..quantize.core import quantizable_layers
+
+
+def exact_forward(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """``value`` forward, exactly; the gradient of ``surrogate`` backward. Written as
+    ``value + (s - s.detach())`` (an exact zero added), not ``s + (value - s).detach()``,
+    whose float rounding can leave a "binary" value a hair off +-1."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 where x >= 0, -1 elsewhere (no zeros, unlike torch.sign)."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) forward; identity gradient backward (BinaryConnect's weights: the shadow weight
+    is clipped to [-1, 1] by the optimizer step instead)."""
+    return exact_forward(sign(x), x)
+
+
+def sign_htanh(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) forward; the gradient of hard-tanh backward, 1 where |x| <= 1 and 0 outside
+    (Hubara et al. 2016: the straight-through estimator that cancels large inputs)."""
+    clipped = torch.clamp(x, -1.0, 1.0)
+    return exact_forward(sign(x), clipped)
+
+
+def sign_approx(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) forward; Bi-Real Net's ApproxSign gradient backward: 2 - 2|x| for |x| < 1,
+    0 outside (the derivative of a piecewise quadratic that hugs the sign function)."""
+    poly = torch.where(x < -1, -torch.ones_like(x),
+                       torch.where(x < 0, 2 * x + x * x,
+                                   torch.where(x < 1, 2 * x - x * x, torch.ones_like(x))))
+    return exact_forward(sign(x), poly)
+
+
+def sign_stochastic(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """+1 with probability hard_sigmoid(x) = clip((x + 1) / 2, 0, 1), else -1 (Courbariaux
+    et al. 2015); hard-tanh gradient backward."""
+    p = torch.clamp((x.detach() + 1) / 2, 0.0, 1.0)
+    draw = torch.where(torch.rand(x.shape, generator=generator, dtype=x.dtype) < p, 1.0, -1.0)
+    clipped = torch.clamp(x, -1.0, 1.0)
+    return exact_forward(draw.to(x.dtype), clipped)
+
+
+GRADIENTS = {"ste": sign_ste, "htanh": sign_htanh, "approx": sign_approx}
+
+
+def scale_dims(weight: torch.Tensor, per_channel: bool) -> list[int]:
+    """The dimensions a scale is taken over: all of them, or all but the output channel."""
+    return list(range(1, weight.dim())) if per_channel else list(range(weight.dim()))
+
+
+def ls_scale(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """The least-squares scale of sign(W): argmin_a ||W - a sign(W)||^2 = mean |W| (over each
+    output channel, or the whole layer), shaped to broadcast against ``weight``."""
+    return weight.abs().mean(dim=scale_dims(weight, per_channel), keepdim=True)
+
+
+def binarize(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """alpha * sign(W) with the least-squares alpha (no gradient trick: a plain tensor)."""
+    return ls_scale(weight, per_channel) * sign(weight)
+
+
+@register_module
+class SignActivation(nn.Module):
+    """A binary activation: sign(x) forward, with the gradient ``mode`` ("htanh": BNN's
+    straight-through estimator, "approx": Bi-Real's ApproxSign, "ste": identity) and, when
+    ``stochastic`` and training, a random sign with probability hard_sigmoid(x)."""
+
+    def __init__(self, mode: str = "htanh", stochastic: bool = False):
+        super().__init__()
+        if mode not in GRADIENTS:
+            raise ValueError(f"SignActivation mode={mode!r}; allowed: {', '.join(GRADIENTS)}")
+        self.config = {"mode": mode, "stochastic": stochastic}
+        self.mode, self.stochastic = mode, stochastic
+
+    def forward(self, x):
+        if self.stochastic and self.training:
+            return sign_stochastic(x)
+        return GRADIENTS[self.mode](x)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, stochastic={self.stochastic}"
+
+
+def replace_relus(model: nn.Module, make) -> list[str]:
+    """Replace every ``nn.ReLU`` module by ``make()`` (in place); their names."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    for name in names:
+        replace_module(model, name, make())
+    return names
+
+
+def end_layers(model: nn.Module) -> set[str]:
+    """Names of the first and last Conv2d / Linear layers (most binary papers keep them float)."""
+    names = [n for n, _ in quantizable_layers(model)]
+    return {names[0], names[-1]}
