@@ -3,17 +3,26 @@
 ``configured(method_id, smoke, **lesson)``: a method with the lesson's settings, or its smoke
 settings in a smoke run. ``measured(method, base, test, data)``: apply it (quietly) and return
 the network with one table row (bits, real file bytes, accuracy, seconds).
+Lesson 04: ``precision(model, data)``, the operations per image by precision;
+``explore_binary``, ``explore`` with those operations, the share of zero weights and on/off
+knobs (a Flag or Choice field becomes a drop-down).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
 from . import METHODS, codec
-from .measure import html_table
+from .domains import Choice, Flag, domain_of
+from .measure import html_table, report
 from .method import Method, layers_of
+from .plots import precision_panels, weights_of
 from .train import evaluate, quiet
+from .widgets import Explorer, configure, knobs, sliders_for
 
 
 def configured(method_id: str, smoke: bool = False, **lesson) -> Method:
@@ -71,3 +80,93 @@ def weight_ratio(report) -> float:
 def kept_by_layer(report) -> str:
     """The percentage of weights each layer keeps, "66.0 / 12.0 / ..."."""
     return " / ".join(f"{100 * row['nonzeros'] / row['params']:.1f}" for row in report.layers)
+
+
+PRECISION_COLUMNS = {"float_macs": "float MACs", "binary_ops": "binary ops",
+                     "add_ops": "add ops", "ops": "ops (binary/64 + float)"}
+
+
+def precision(model, data=None) -> dict:
+    """Operations per image by precision, as ``measure.report`` counts them (its docstring
+    states the convention), with the real inputs of a few of ``data``'s images."""
+    sample = None if data is None else data.subset(min(32, len(data)), seed=0)
+    r = report(model, sample, latency=False)
+    return {label: getattr(r, key) for key, label in PRECISION_COLUMNS.items()}
+
+
+def zero_share(model) -> float:
+    """Share of the Conv2d / Linear weights that are exactly 0."""
+    flat = weights_of(model)
+    return float((flat == 0).float().mean())
+
+
+class PrecisionExplorer(Explorer):
+    """``widgets.Explorer`` for lesson 04: its table shows bytes, the share of zero weights and
+    the operations by precision; its right panel the share of zeros beside the accuracy and
+    the paper's setting (``mark``) as a line."""
+
+    def __init__(self, *args, mark=None, mark_label: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mark, self.mark_label = mark, mark_label
+
+    def update(self, **values):
+        start = time.perf_counter()
+        model, result, ratios = self.compute(**values)
+        weights = weights_of(model)
+        self.trail[-1]["zeros"] = float((weights == 0).float().mean())
+        rows = []
+        for r, zeros in ((self.base_report, 0.0), (result, self.trail[-1]["zeros"])):
+            row = r.row(by_precision=True)
+            rows.append({"name": row["name"], "accuracy": row["accuracy"],
+                         "bytes": row["bytes"], "zero weights %": round(100 * zeros, 1),
+                         **{label: row[key] if key != "ops" or row[key] is not None
+                            else row["macs"] for key, label in PRECISION_COLUMNS.items()}})
+        display(HTML(html_table(rows)))
+        display(HTML("<b>ratios to base</b> (x smaller / fewer): "
+                     + ", ".join(f"{k} {v}" for k, v in ratios.items() if k != "name")))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+        precision_panels(left, right, self.base_weights, weights, self.trail,
+                         next(iter(values)), self.base_report.accuracy, self.mark,
+                         self.mark_label)
+        plt.show()
+        plt.close(fig)
+        self.seconds.append(time.perf_counter() - start)
+
+
+def _control(method, name: str, fixed: dict, continuous: bool):
+    """A slider for a declared slider; a drop-down for an on/off (Flag) or named (Choice)
+    knob of a method class."""
+    if name in knobs(method):
+        return sliders_for(method, [name], continuous)[name]
+    domain = domain_of(method, name) if isinstance(method, type) else None
+    if type(domain) not in (Flag, Choice):
+        raise ValueError(f"{name!r} is neither a declared slider of {method.__name__} nor an "
+                         "on/off or named knob")
+    default = fixed.get(name, {f.name: f.default for f in dataclasses.fields(method)}[name])
+    options = (False, True) if isinstance(domain, Flag) else domain.options
+    return w.Dropdown(options=list(options), value=default, description=name)
+
+
+def explore_binary(method, base, test, data=None, sliders=None, name: str = "base",
+                   mark=None, mark_label: str = "", continuous: bool | None = None, **fixed):
+    """``widgets.explore`` for lesson 04 (a method class): the table adds the share of zero
+    weights and float MACs, binary ops, add ops and ops; ``sliders`` may also name on/off
+    and named knobs (drop-downs) and ``fixed`` give a knob's starting value; ``mark`` draws
+    the paper's setting of the first knob.
+    The returned widget has ``.explorer`` (trail, update times) like ``explore``'s."""
+    names = list(sliders) if sliders else list(knobs(method))[:1]
+    first = {n: fixed.pop(n) for n in names if n in fixed}   # a knob's starting value
+    explorer = PrecisionExplorer(method, base, test, data, name, mark=mark,
+                                 mark_label=mark_label, **fixed)
+    controls = {n: _control(method, n, fixed, True) for n in names}
+    for n, value in first.items():
+        controls[n].value = value
+    start = configure(method, {n: c.value for n, c in controls.items()}, fixed)
+    continuous = (not start.tags().needs_data) if continuous is None else continuous
+    for control in controls.values():
+        control.continuous_update = continuous
+    keys = {f"knob{i}": n for i, n in enumerate(controls)}
+    widget = w.interactive(lambda **kw: explorer.update(**{keys[k]: v for k, v in kw.items()}),
+                           **{k: controls[n] for k, n in keys.items()})
+    widget.explorer = explorer
+    return widget

@@ -115,3 +115,81 @@ def bits_curve(ax, rows: list[dict], x: str = "bits"):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     return ax
+
+
+# ------------------------------------------------------------------ lesson 04: binary networks
+
+def ste_panels(forward_ax, backward_ax, estimators: dict, lo: float = -2.0, hi: float = 2.0):
+    """The sign function and its straight-through estimators: ``estimators`` maps a label to
+    a function of ``workbench.binary.core`` (sign forward, a surrogate gradient backward).
+    Left: sign(x) and, for each estimator, the function whose slope its backward pass uses
+    (the integral of the autograd gradient from 0, drawn dashed). Right: the gradients, as
+    autograd computes them through each function."""
+    x = torch.linspace(lo, hi, 801, dtype=torch.float64)
+    forward_ax.step(x.numpy(), next(iter(estimators.values()))(x).detach().numpy(), "k",
+                    where="mid", lw=2, label="sign(x), the forward pass of every one")
+    for i, (label, fn) in enumerate(estimators.items()):
+        xg = x.clone().requires_grad_(True)
+        fn(xg).sum().backward()
+        grad = xg.grad.numpy()
+        # the surrogate: cumulative trapezoid of the gradient, zero at x = 0
+        steps = np.concatenate([[0.0], np.cumsum((grad[1:] + grad[:-1]) / 2 * np.diff(x.numpy()))])
+        surrogate = steps - np.interp(0.0, x.numpy(), steps)
+        forward_ax.plot(x.numpy(), surrogate, "--", color=f"C{i}", lw=1.2, label=label)
+        backward_ax.plot(x.numpy(), grad, color=f"C{i}", lw=1.8, label=label)
+    forward_ax.set_ylim(-2.1, 2.1)
+    forward_ax.set_xlabel("x")
+    forward_ax.set_title("forward: sign; dashed: what the backward pass pretends", fontsize=9)
+    forward_ax.legend(fontsize=7)
+    backward_ax.set_xlabel("x")
+    backward_ax.set_ylabel("d output / d x used in training")
+    backward_ax.set_title("backward: the straight-through gradients (autograd)", fontsize=9)
+    backward_ax.legend(fontsize=7)
+
+
+def threshold_sweep(ax, rows: list[dict], x: str = "c", mark: float | None = None,
+                    mark_label: str = "", optimal: list[float] | None = None):
+    """Accuracy (left axis) and share of zero weights (right axis) against a ternary threshold
+    knob; ``mark`` draws the paper's setting as a vertical line, ``optimal`` short ticks at
+    each layer's exact optimum."""
+    xs = [r[x] for r in rows]
+    ax.plot(xs, [100 * r["accuracy"] for r in rows], "o-", color="C0", ms=3, label="accuracy")
+    ax.set_xlabel(x)
+    ax.set_ylabel("test accuracy (%)", color="C0")
+    twin = ax.twinx()
+    twin.plot(xs, [100 * r["zeros"] for r in rows], "s--", color="C1", ms=3,
+              label="zero weights")
+    twin.set_ylabel("weights that are 0 (%)", color="C1")
+    twin.set_ylim(0, 100)
+    if mark is not None:
+        ax.axvline(mark, color="k", ls=":", label=mark_label or f"{x} = {mark}")
+    for i, c in enumerate(optimal or []):
+        ax.axvline(c, color="C2", lw=0.8, alpha=0.7,
+                   label="exact optimum of each layer" if i == 0 else None)
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
+    return ax
+
+
+def precision_panels(left, right, base_weights: torch.Tensor, weights: torch.Tensor,
+                     trail: list[dict], knob: str, base_accuracy: float,
+                     mark: float | None = None, mark_label: str = ""):
+    """A lesson-04 widget's two panels: the weight histogram (base grey, compressed blue;
+    binary weights are a few spikes) and accuracy against the knob over the points visited,
+    with the share of zero weights on a second axis and the paper's setting as a line."""
+    weight_histogram(left, base_weights, weights)
+    trail = sorted(trail, key=lambda r: r[knob])
+    xs = [r[knob] for r in trail]
+    right.plot(xs, [r["accuracy"] for r in trail], "o-", ms=3, label="accuracy")
+    right.axhline(base_accuracy, color="0.5", ls="--", label="float base")
+    if mark is not None:
+        right.axvline(mark, color="k", ls=":", label=mark_label or f"{knob} = {mark}")
+    right.set_xlabel(knob)
+    right.set_ylabel("accuracy")
+    if any(r["zeros"] > 0 for r in trail):
+        twin = right.twinx()
+        twin.plot(xs, [100 * r["zeros"] for r in trail], "s--", color="C1", ms=3)
+        twin.set_ylabel("zero weights (%)", color="C1")
+        twin.set_ylim(0, 100)
+    right.legend(fontsize=7)

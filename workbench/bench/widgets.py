@@ -2,6 +2,11 @@
 slider's new value to the redrawn table and plot (the whole ipywidgets callback), for
 prune.magnitude on LeNet-300-100 with 2,000 test images. Target: p95 under 0.5 s.
 ``time_updates`` is the measurement, shared by the benches of other methods' widgets.
+
+Lesson 04's widgets (issue 10: every widget of the lesson for a method that does not retrain
+updates within 0.5 s, p95) are rows too: ``LESSON04`` holds their settings, which the notebook
+imports, so that the bench times what the lesson shows (``lessons.explore_binary`` on
+LeNet-300-100, the same 2,000 test images).
 """
 from __future__ import annotations
 
@@ -14,14 +19,31 @@ import matplotlib
 import numpy as np
 import torch
 
+# Lesson 04, the methods that do not retrain: method id -> the widget's knob, the values the
+# bench moves it through (a drop-down alternates), the paper's setting drawn as a line, and
+# the fixed settings (ABC-Net and sketching binarize LeNet-300-100's first and last layers too:
+# with them float, 88% of its weights would stay float; TWN's epochs=0 ternarizes without
+# training).
+LESSON04 = {
+    "binary.sign": {"knob": "per_channel", "values": [False, True], "fixed": {}},
+    "binary.abc": {"knob": "M", "values": [1, 2, 3, 4, 5],
+                   "fixed": {"quantize_ends": True, "epochs": 0}},
+    "ternary.twn": {"knob": "c", "values": [round(0.1 * i, 2) for i in range(1, 21)],
+                    "mark": 0.7, "mark_label": "TWN's c = 0.7", "fixed": {"epochs": 0}},
+    "binary.sketch": {"knob": "tensors", "values": [1, 2, 3, 4, 5, 6],
+                      "fixed": {"quantize_ends": True}},
+}
 
-def time_updates(method_cls, base, test, values, name: str = "base", **fixed) -> dict:
+
+def time_updates(method_cls, base, test, values, name: str = "base", make=None,
+                 **fixed) -> dict:
     """Move the first slider of ``explore(method_cls, base, test, **fixed)`` through ``values``
-    (each move runs the real callback) and time the updates: p50, p95, max and target."""
+    (each move runs the real callback) and time the updates: p50, p95, max and target.
+    ``make``: another function with ``explore``'s signature (e.g. ``lessons.explore_binary``)."""
     matplotlib.use("Agg")   # headless: the figure is drawn, then closed, as in a notebook
     from ..widgets import explore
     with contextlib.redirect_stdout(io.StringIO()):   # outside Jupyter, display() prints
-        widget = explore(method_cls, base, test, name=name, **fixed)
+        widget = (make or explore)(method_cls, base, test, name=name, **fixed)
         slider = widget.kwargs_widgets[0]
         explorer = widget.explorer
         explorer.seconds.clear()
@@ -43,4 +65,35 @@ def rows(smoke: bool = False) -> list[dict]:
     values = np.random.default_rng(0).uniform(0.0, 0.99, 10 if smoke else 60).round(2)
     timing = time_updates(Magnitude, zoo.pretrained("lenet300"), test,
                           [float(v) for v in values], name="lenet300")
-    return [{"bench": "widget update, prune.magnitude, lenet300, 2000 images", **timing}]
+    out = [{"bench": "widget update, prune.magnitude, lenet300, 2000 images", **timing}]
+    return out + lesson04_rows(smoke, test)
+
+
+def lesson04_values(spec: dict, count: int, seed: int = 0) -> list:
+    """``count`` moves of a lesson-04 widget: random picks of its values, never the same value
+    twice in a row (an unchanged value runs no callback)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        value = spec["values"][int(rng.integers(len(spec["values"])))]
+        if not out or value != out[-1]:
+            out.append(value)
+    return out
+
+
+def lesson04_rows(smoke: bool, test) -> list[dict]:
+    """Lesson 04's widgets for the methods that do not retrain, on LeNet-300-100."""
+    from .. import METHODS, zoo
+    from ..lessons import explore_binary
+    base = zoo.pretrained("lenet300")
+    out = []
+    for method_id, spec in LESSON04.items():
+        values = lesson04_values(spec, 6 if smoke else 40)
+        # the slider starts at values[0]: the creation update is not among the timed ones
+        timing = time_updates(METHODS[method_id], base, test, values[1:], name="lenet300",
+                              make=lambda *a, spec=spec, **k: explore_binary(
+                                  *a, sliders=[spec["knob"]], mark=spec.get("mark"), **k),
+                              **{spec["knob"]: values[0], **spec["fixed"]})
+        out.append({"bench": f"widget update, {method_id} ({spec['knob']}), lenet300, "
+                             f"{len(test)} images", **timing})
+    return out
