@@ -112,8 +112,9 @@ def openvino_row(conv: dict, batch: int, threads: int, pairs: int) -> dict:
 
 
 def summary(rows: list[dict], threads: int) -> dict:
-    """The issue's target, at batch 1 on ``threads``: met when a conv of VGG-small reaches it
-    (the issue asks for a binary conv of a CIFAR-10 model); how many do is stated beside."""
+    """The issue's target, at batch 1 on ``threads``: met when a conv of the zoo's VGG-small
+    (its own width and trained weights: "a binary 3x3 convolution of a CIFAR-10 model") reaches
+    it; the wider random-weight convs are shown beside and do not decide."""
     at = [r for r in rows if r["batch"] == 1 and r["threads"] == threads]
     met = [r for r in at if r["met"]]
     zoo = [r for r in at if r["case"].startswith("vgg_small w32")]
@@ -125,7 +126,7 @@ def summary(rows: list[dict], threads: int) -> dict:
             "best": f"{best['case']} {best['shape']}: {best['display']}",
             "all_exact": all(r["exact_numpy"] and r["exact_float"] for r in rows),
             "target": f">= {TARGET:g}x at batch 1 for a binary 3x3 conv, bit-exact",
-            "met": bool(met), "paper": PAPER,
+            "met": any(r["met"] for r in zoo), "paper": PAPER,
             "load_avg": max(r["load_avg"] for r in at),
             # more runnable work than cores: sub-millisecond calls are interrupted and evicted
             # from cache, the float ones (32x the weight bytes) more, so ratios swell

@@ -16,7 +16,8 @@ rounds, its spread the largest interquartile range of its rounds. They *agree* w
 medians differ by less than the sum of their spreads, or by less than ``AGREE`` of the smaller
 (two medians taken seconds apart on a shared machine drift by a few percent even when nothing
 is wrong; the failure this guards against was a factor of 30). One thread, fixed and recorded
-with the machine's load.
+with the machine's load. On a busy machine (a 1-minute load above the number of cores) the
+spreads swell until anything "agrees": such a row says ``busy`` and leaves ``met`` empty.
 """
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def compare_one(name: str, rounds: int, min_run_time: float) -> list[dict]:
             else:
                 for b in (1, 64):
                     seen[b]["direct"].append(direct_ms(model, shape, b, min_run_time))
+    load = os.getloadavg()[0]
+    busy = load > os.cpu_count()
     rows = []
     for b, sides in seen.items():
         fig = {side: (statistics.median(m for m, _ in runs), max(s for _, s in runs))
@@ -77,8 +80,8 @@ def compare_one(name: str, rounds: int, min_run_time: float) -> list[dict]:
                      "direct_iqr_ms": round(fig["direct"][1], 4),
                      "ratio": round(fig["report"][0] / fig["direct"][0], 3),
                      "target": f"within the spreads or {AGREE:.0%}",
-                     "met": agree(fig["report"], fig["direct"]),
-                     "rounds": rounds, "load_avg": round(os.getloadavg()[0], 2),
+                     "met": None if busy else agree(fig["report"], fig["direct"]),
+                     "busy": busy, "rounds": rounds, "load_avg": round(load, 2),
                      "cpus": os.cpu_count()})
     return rows
 
