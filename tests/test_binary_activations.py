@@ -33,7 +33,7 @@ def binary_layer(cls, layer, **extra):
     """``cls`` built from ``layer`` with its weight binarized (as the methods do)."""
     from torch.nn.utils import parametrize
     new = cls.from_layer(layer, **extra)
-    parametrize.register_parametrization(new.layer, "weight", BinaryWeight())
+    parametrize.register_parametrization(new.layer, "weight", BinaryWeight("xnor"))
     return new.eval()
 
 
@@ -77,7 +77,7 @@ def test_stochastic_sign_frequency_is_hard_sigmoid_in_training_only():
 
 def test_binary_weight_is_alpha_sign_with_the_ste_gradient():
     w = randn(5, 7, seed=2).requires_grad_()
-    q = BinaryWeight()(w)
+    q = BinaryWeight("xnor")(w)
     alpha = w.detach().abs().mean(1, keepdim=True)
     assert torch.equal(q.detach(), alpha * sign(w.detach()))
     g = randn(5, 7, seed=3)
@@ -91,7 +91,7 @@ def test_binary_weight_is_alpha_sign_with_the_ste_gradient():
 
 def test_stochastic_binary_weight_draws_in_training():
     w = torch.full((1, 40000), 0.5)
-    bw = BinaryWeight(stochastic=True).train()
+    bw = BinaryWeight("xnor", stochastic=True).train()
     torch.manual_seed(1)
     assert abs((bw(w) > 0).float().mean().item() - 0.75) < 0.01
     assert (bw.eval()(w) > 0).all()
@@ -235,11 +235,83 @@ def test_horq_counts_order_binary_macs_per_output():
     model = HORQ(order=3, epochs=0).apply(untrained("lenet5"))
     rows = {r["layer"]: r for r in measure.layer_table(model, (1, 28, 28))}
     base = {r["layer"]: r for r in measure.layer_table(untrained("lenet5"), (1, 28, 28))}
-    for name in ("features.2", "classifier.1"):
-        assert rows[name]["macs"] == 3 * base[name]["macs"]
+    for name in ("features.2", "classifier.1"):      # macs: the float layer's, as measure says
+        assert rows[name]["macs"] == base[name]["macs"]
+        assert rows[name]["binary_ops"] == 3 * base[name]["macs"] and rows[name]["terms"] == 3
     assert rows["features.0"]["macs"] == base["features.0"]["macs"]
-    ops = model.features[2].ops((torch.zeros(1, 20, 12, 12),), torch.zeros(1, 50, 8, 8))
-    assert ops["binary_ops"] == 3 * base["features.2"]["macs"]
+
+
+def ops_identity(row):
+    """measure's identity: float + add + binary / terms = macs, less the skipped zeros."""
+    left = row["float_macs"] + row["add_ops"] + row["binary_ops"] / row["terms"]
+    return left == (row["effective_macs"] if row["add_ops"] else row["macs"])
+
+
+@pytest.mark.parametrize("method, terms", [(XNOR(epochs=0), 1), (HORQ(order=2, epochs=0), 2)])
+def test_ops_of_vgg_small_features_3_against_hand_counts(vgg, method, terms):
+    conv = vgg.features[3]
+    c_out, c_in, kh, kw = conv.weight.shape
+    hand = c_out * c_in * kh * kw * 32 * 32          # 3x3, padding 1 on 32 x 32: every pixel
+    base = {r["layer"]: r for r in measure.layer_table(vgg, vgg.input_shape)}
+    rows = {r["layer"]: r for r in measure.layer_table(method.apply(vgg), vgg.input_shape)}
+    row = rows["features.3"]
+    assert row["macs"] == base["features.3"]["macs"] == hand
+    assert (row["binary_ops"], row["float_macs"], row["add_ops"]) == (terms * hand, 0, 0)
+    assert all(ops_identity(r) for r in rows.values())
+    assert sum(r["macs"] for r in rows.values()) == sum(r["macs"] for r in base.values())
+
+
+# ------------------------------------------------------------------ grouped convolutions
+
+def group_oracle(conv, x):
+    """XNOR by a loop over the groups: each group a dense convolution of its own channels."""
+    g, args = conv.groups, (conv.stride, conv.padding, conv.dilation)
+    cin, cout = conv.in_channels // g, conv.out_channels // g
+    kh, kw = conv.kernel_size
+    ys = []
+    for i in range(g):
+        xi = x[:, i * cin:(i + 1) * cin]
+        k = F.conv2d(xi.abs().mean(1, keepdim=True), torch.full((1, 1, kh, kw), 1 / (kh * kw)),
+                     None, *args)
+        w = conv.weight[i * cout:(i + 1) * cout]
+        ys.append(k * F.conv2d(sign(xi), w.abs().mean((1, 2, 3), keepdim=True) * sign(w),
+                               None, *args))
+    return torch.cat(ys, 1) + conv.bias.view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("groups", [1, 3, 6])
+def test_grouped_dilated_nonsquare_convolutions_are_computed_per_group(groups):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 12, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1),
+                           groups=groups)
+    x = randn(2, 6, 11, 10, seed=3)
+    ref = group_oracle(conv, x)
+    with torch.no_grad():
+        for layer in (binary_layer(XnorLayer, conv), binary_layer(HorqLayer, conv, order=1)):
+            assert layer.layer.weight.shape == conv.weight.shape
+            assert torch.allclose(layer(x), ref, atol=1e-5)
+
+
+def test_xnor_and_horq_keep_mobilenet_depthwise():
+    model = untrained("mobilenet")
+    depthwise = {n: m.weight.shape for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups > 1}
+    assert depthwise
+    x = sample_input(model)
+    for method in (XNOR(epochs=0), HORQ(epochs=0)):
+        assert method.supports(model)
+        out = method.apply(model)
+        for name, shape in depthwise.items():
+            inner = out.get_submodule(name).layer
+            assert inner.groups == shape[0] and inner.weight.shape == shape
+        with torch.no_grad():
+            assert torch.allclose(codec.decode(codec.encode(out))(x), out(x), atol=1e-5)
+
+
+def test_padding_other_than_zeros_is_refused():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding"):
+        XnorLayer.from_layer(conv)
 
 
 # ------------------------------------------------------------------ the methods

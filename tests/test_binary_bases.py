@@ -189,3 +189,16 @@ def test_tags():
     assert ABCNet(M=4).tags().bits_per_weight == 4
     assert not ABCNet().tags().needs_data and ABCNet(epochs=1).tags().needs_data
     assert Sketch(tensors=3).bits_per_weight() == 3 and not Sketch().tags().needs_data
+
+
+@pytest.mark.parametrize("cls", [ABCNet, Sketch])
+def test_float_ends_with_nothing_between_them_is_refused_not_returned_unchanged(cls):
+    """Every layer of a two-layer MLP is an end: the default (ends float) would change none."""
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 10))
+    assert not cls().supports(mlp)
+    with pytest.raises(ValueError, match="set quantize_ends=True"):
+        cls().apply(mlp)
+    out = cls(quantize_ends=True).apply(mlp)
+    for name in ("1", "3"):
+        assert not torch.equal(out.get_submodule(name).weight, mlp.get_submodule(name).weight)

@@ -7,17 +7,16 @@ import torch
 from conftest import sample_input, untrained
 from torch import nn
 
-from workbench import codec, data, train, zoo
+from workbench import codec, data, models, train, zoo
 from workbench.binary.bireal import (
     BiReal,
     BiRealBlock,
-    KeepReal,
     Pattern,
     magnitude_aware_sign,
     parameter_free_shortcut,
     scaled_sign_ste,
 )
-from workbench.binary.core import SignActivation
+from workbench.binary.core import PassThrough, SignActivation
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,7 @@ def test_shortcut_carries_the_real_valued_input():
                 pad = (block.inner - inp.shape[1]) // 2
                 assert torch.allclose(diff[:, pad:pad + inp.shape[1]], pooled, atol=1e-5)
                 assert diff[:, :pad].abs().max() < 1e-5 and diff[:, pad + inp.shape[1]:].abs().max() < 1e-5
-    assert isinstance(out.stem[2], KeepReal)   # sign(ReLU(x)) would be constant
+    assert isinstance(out.stem[2], PassThrough)   # sign(ReLU(x)) would be constant
 
 
 def test_without_shortcuts_only_the_block_shortcut_remains():
@@ -175,3 +174,42 @@ def test_pattern_fine_tunes_the_float_1x1_and_keeps_kxk_binary(cifar_small):
     assert not is_binary_per_channel(out[4].weight)                # float 1x1 ...
     assert not torch.equal(out[4].weight, model[4].weight)         # ... and fine-tuned
     assert out[4].weight.unique().numel() == out[4].weight.numel()
+
+
+def placed(x, channels):
+    """``x`` with ``channels`` channels: centred in zeros when more, its middle ones when fewer."""
+    c = x.shape[1]
+    out = x.new_zeros(x.shape[0], channels, *x.shape[2:])
+    if channels >= c:
+        out[:, (channels - c) // 2:(channels - c) // 2 + c] = x
+    else:
+        out[:] = x[:, (c - channels) // 2:(c - channels) // 2 + channels]
+    return out
+
+
+@pytest.mark.parametrize("inner", [[8] * 9, [24, 8, 16, 40, 32, 8, 64, 80, 48]],
+                         ids=["fewer", "mixed"])
+def test_pruned_resnet_has_a_real_shortcut_around_every_binary_convolution(inner):
+    """A channel-pruned ResNet-20 (inner != the block's channels): each unit's output minus its
+    binary branch is its real-valued input, 2x2-averaged where strided, zero-padded or cut to
+    its middle channels where the count changes; and the file gives the same outputs."""
+    net = models.build("resnet20", inner=inner)
+    out = BiReal(epochs=0).apply(net)
+    x = sample_input(out)
+    seen = {}
+    for name, block in blocks(out):
+        block.register_forward_pre_hook(lambda m, a, name=name: seen.__setitem__(name, a[0]))
+        block.sign2.register_forward_pre_hook(
+            lambda m, a, name=name: seen.__setitem__(name + ".h", a[0]))
+    with torch.no_grad():
+        y = out(x)
+        assert y.shape == (x.shape[0], 10)
+        for name, block in blocks(out):
+            inp, h = seen[name], seen[name + ".h"]
+            pooled = torch.nn.functional.avg_pool2d(inp, 2) if block.stride == 2 else inp
+            assert torch.allclose(h - block.binary_branch(inp, 1), placed(pooled, block.inner),
+                                  atol=1e-5)
+            assert torch.allclose(block(inp) - block.binary_branch(h, 2),
+                                  placed(h, block.c_out), atol=1e-5)
+            assert placed(h, block.c_out).abs().sum() > 0      # a shortcut, not dropped
+        assert torch.equal(codec.decode(codec.encode(out))(x), y)

@@ -1,5 +1,6 @@
 """The shared pieces of the binary family: sign, its straight-through gradients, the
-least-squares scale, and the sign activation module."""
+least-squares scale, the binary-weight parametrization and its clipping hook, the sign
+activation and pass-through modules, and the choice of the layers a method binarizes."""
 from __future__ import annotations
 
 import pytest
@@ -75,3 +76,84 @@ def test_sign_activation_modes_and_its_file():
 
 def test_end_layers_are_the_first_and_last_weight_layers():
     assert core.end_layers(models.build("lenet300")) == {"net.1", "net.5"}
+    assert core.end_layers(torch.nn.Sequential(torch.nn.ReLU())) == set()
+
+
+def test_chosen_layers_leave_out_the_ends_only_when_asked():
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 10))
+    assert core.chosen_layers(mlp, keep_ends=False) == ["1", "3"]
+    assert core.chosen_layers(mlp, keep_ends=True) == []          # nothing between the ends
+    assert core.chosen_layers(models.build("lenet300"), keep_ends=True) == ["net.3"]
+
+
+def weight_gradient_oracle(gradient, w, g):
+    """The closed forms of ``binary_weight``'s backward, per output channel."""
+    a = w.abs().mean((1, 2, 3), keepdim=True)
+    inside = (w.abs() <= 1).to(w.dtype)
+    if gradient == "ste":
+        return g
+    if gradient == "htanh":
+        return g * inside
+    if gradient == "magnitude":
+        return a * g * inside
+    # xnor: d/dw_i sum_j g_j a(w) s_j = a g_i + sign(w_i) / n * sum_j g_j s_j
+    s = core.sign(w)
+    n = w[0].numel()
+    return a * g + s / n * (g * s).sum((1, 2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize("gradient", core.WEIGHT_GRADIENTS)
+def test_binary_weight_values_and_gradients_against_closed_forms(gradient):
+    """On a real layer (VGG-small's second convolution), scaled to put some weights beyond 1."""
+    w0 = models.build("vgg_small").features[3].weight.detach().double() * 40
+    g = torch.randn(w0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w = w0.clone().requires_grad_()
+    b = core.BinaryWeight(gradient)(w)
+    assert torch.equal(b.detach(), core.binarize(w0))           # exactly +-a per channel
+    b.backward(g)
+    assert (w0.abs() > 1).any() and (w0.abs() <= 1).any()
+    assert torch.allclose(w.grad, weight_gradient_oracle(gradient, w0, g), atol=1e-12)
+
+
+def test_binary_weight_stochastic_in_training_only_and_refuses_unknown_gradients():
+    w = torch.full((2, 20000), 0.4)
+    torch.manual_seed(0)
+    bw = core.BinaryWeight("ste", stochastic=True).train()
+    drawn = bw(w)
+    a = core.ls_scale(w)
+    assert set((drawn / a).unique().tolist()) == {-1.0, 1.0}
+    share = (drawn > 0).float().mean().item()
+    p = core.hard_sigmoid(torch.tensor(0.4)).item()
+    assert abs(share - p) < 4 * (p * (1 - p) / w.numel()) ** 0.5
+    assert torch.equal(bw.eval()(w), core.binarize(w))          # test time: the sign
+    with pytest.raises(ValueError, match="allowed: ste, htanh, magnitude, xnor"):
+        core.BinaryWeight("approx")
+
+
+def test_clip_shadow_clips_given_weights_or_every_shadow_of_the_model():
+    from workbench.quantize.core import quantize_weights
+    model = models.build("lenet300")
+    quantize_weights(model, lambda n, m: core.BinaryWeight() if n != "net.5" else None)
+    shadows = [w for _, w in core.shadow_weights(model)]
+    assert len(shadows) == 2
+    with torch.no_grad():
+        for w in shadows:
+            w.mul_(1000)
+        model.net[5].weight.mul_(1000)
+    before_last = model.net[5].weight.detach().clone()
+    core.ClipShadow(shadows[:1]).after_step(model)
+    assert shadows[0].abs().max() == 1 and shadows[1].abs().max() > 1
+    core.ClipShadow().after_step(model)                          # None: every shadow weight
+    assert all(w.abs().max() == 1 for w in shadows)
+    assert torch.equal(model.net[5].weight, before_last)        # not a shadow: untouched
+
+
+def test_pass_through_is_the_identity_and_is_stored():
+    model = models.build("lenet300")
+    names = core.replace_relus(model, core.PassThrough)
+    x = torch.randn(3, 1, 28, 28)
+    back = codec.decode(codec.encode(model))
+    assert [type(back.get_submodule(n)).__name__ for n in names] == ["PassThrough"] * 2
+    assert torch.equal(back(x), model(x))
+

@@ -119,3 +119,21 @@ def test_bad_values_and_support():
     assert LocalBinary().supports(untrained("vgg_small"))
     assert LocalBinary(epochs=0).tags().needs_data                   # the least-squares start
     assert not LocalBinary(epochs=0, init="random").tags().needs_data
+
+
+def test_ops_of_lenet5_count_the_anchors_as_additions_against_a_hand_count():
+    from workbench import measure
+    base = zoo.pretrained("lenet5")
+    out = LocalBinary(epochs=0, init="random").apply(base)
+    rows = {r["layer"]: r for r in measure.layer_table(out, base.input_shape)}
+    conv = base.features[2]                          # 20 -> 50, 5x5, on 12x12: 8x8 outputs
+    c_out, c_in, kh, kw = conv.weight.shape
+    pixels = 8 * 8
+    taps = c_in * c_in * kh * kw                     # width 1: c_in anchors of c_in x 5 x 5
+    nonzero = round(0.5 * taps)                      # sparsity 0.5, exactly
+    row = rows["features.2"]
+    assert row["add_ops"] == nonzero * pixels and row["binary_ops"] == 0
+    assert row["float_macs"] == c_out * c_in * pixels            # the 1x1 mix
+    assert row["macs"] == (taps + c_out * c_in) * pixels
+    # measure's identity: the additions skip the anchors' zeros
+    assert row["float_macs"] + row["add_ops"] == row["effective_macs"]

@@ -231,3 +231,15 @@ def test_nominal_bits_and_data_needs():
     assert TWN().bits_per_weight() == pytest.approx(math.log2(3))
     assert TTQ().bits_per_weight() == pytest.approx(math.log2(3))
     assert TWN().tags().needs_data and not TWN(epochs=0).tags().needs_data
+
+
+def test_twn_keep_ends_with_nothing_between_them_is_refused_not_returned_unchanged():
+    """Every layer of a two-layer MLP is an end: keep_ends=True would ternarize none (as TTQ,
+    whose ends always stay float, refuses such a network)."""
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    assert not TWN(keep_ends=True).supports(mlp) and not TTQ().supports(mlp)
+    with pytest.raises(ValueError, match="set keep_ends=False"):
+        TWN(epochs=0, keep_ends=True).apply(mlp)
+    out = TWN(epochs=0).apply(mlp)
+    for name in ("1", "3"):
+        assert out.get_submodule(name).weight.unique().numel() <= 3

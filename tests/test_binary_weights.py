@@ -21,7 +21,6 @@ from workbench.binary.weights import (
     Sign,
     adam_curvature,
     glorot_scale,
-    hard_sigmoid,
     lab_binarize,
     lab_scale,
     shadow_weights,
@@ -153,7 +152,7 @@ def test_stochastic_binarization_draws_plus_one_with_hard_sigmoid_probability():
     draws = torch.stack([p(w) for _ in range(4000)])
     assert set(draws.unique().tolist()) <= {-1.0, 1.0}
     freq = (draws > 0).double().mean(0)
-    assert torch.allclose(freq, hard_sigmoid(w), atol=0.03)          # 4000 draws: sd <= 0.008
+    assert torch.allclose(freq, core.hard_sigmoid(w), atol=0.03)          # 4000 draws: sd <= 0.008
     assert torch.equal(p.eval()(w), core.sign(w))                      # test time: the sign
 
 
@@ -281,3 +280,21 @@ def test_bad_values_are_refused():
         Sign(scope="conv")
     with pytest.raises(ValueError, match="stochastic"):
         BinaryConnect(stochastic="yes")
+
+
+def two_layer_mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("cls", [BinaryConnect, LossAware])
+def test_float_ends_with_nothing_between_them_is_refused_not_returned_unchanged(cls):
+    """Every layer of a two-layer MLP is an end: binarize_ends=False would binarize none."""
+    mlp = two_layer_mlp()
+    method = cls(epochs=0, binarize_ends=False)
+    assert not method.supports(mlp)
+    with pytest.raises(ValueError, match="set binarize_ends=True"):
+        method.apply(mlp)
+    out = cls(epochs=0).apply(mlp)              # the default binarizes both layers
+    for name in ("1", "3"):
+        w = out.get_submodule(name).weight
+        assert w.abs().unique().numel() == 1 and not torch.equal(w, mlp.get_submodule(name).weight)

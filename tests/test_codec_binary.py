@@ -15,6 +15,7 @@ from torch import nn
 from workbench import codec, zoo
 from workbench.binary.core import binarize, end_layers, sign
 from workbench.codec import FORMATS, CodecError
+from workbench.codec.dense import encode_dense
 
 LAYERS = [("lenet300", "net.1"), ("lenet300", "net.5"), ("vgg_small", "features.3"),
           ("resnet20", "stem.0"), ("resnet20", "stages.1.0.conv1")]
@@ -355,3 +356,34 @@ def test_ternary_packing_chosen_from_the_count_is_the_smaller_one(count):
     best = min(("base3", "2bit"), key=sizes.get)
     assert entry["packing"] == best and len(payload) == sizes[best] + entry["scale_nbytes"]
     assert torch.equal(FORMATS["ternary"].decode(payload, [count], "float32", entry), t)
+
+
+def test_row_codebook_with_one_value_a_row_decodes_without_unpacking_a_bomb():
+    import tracemalloc
+    decode = FORMATS["row_codebook"].decode
+    t = torch.tensor([[0.5] * 40, [-2.0] * 40, [0.0] * 40])
+    payload, entry = FORMATS["row_codebook"].encode(t)
+    assert entry["k"] == 1 and torch.equal(decode(payload, [3, 40], "float32", entry), t)
+    # hostile: a well-formed k=1 payload of 64 KB of zero indices declaring 2^22 values
+    n = 1 << 22
+    head = math.ceil(1 / codec.radix_group(1)[0] / 8)
+    hostile = bytes(head) + encode_dense(torch.tensor([0.5]), "float16")[0] + bytes(n // 256)
+    meta = {"k": 1, "values": 1, "stored_dtype": "float16"}
+    tracemalloc.start()
+    out = decode(hostile, [1, n], "float32", meta)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # numpy's unpacking of 2^22 uint64 digits would peak at 64 MB and more: nothing here
+    assert peak < 1 << 20, peak
+    assert out.shape == (1, n) and bool((out == 0.5).all())
+    # the same shape declared over too few bytes: an error before any allocation
+    tracemalloc.start()
+    with pytest.raises(CodecError, match="truncated"):
+        decode(hostile[:100], [1, 1 << 30], "float32", meta)
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    tracemalloc.stop()
+    # a nonzero index bit, or a header count that is not one value a row
+    with pytest.raises(CodecError, match="beyond its row"):
+        decode(hostile[:-1] + b"\x01", [1, n], "float32", meta)
+    with pytest.raises(CodecError, match="k=1"):
+        decode(hostile, [1, n], "float32", {**meta, "values": 2})

@@ -290,7 +290,8 @@ def test_binarized_lenet300_with_sign_activations(mnist_test_small):
 
 class TwoOrderBinaryLinear(nn.Module):
     """A layer that binarizes its input twice inside (sign(x) and the sign of the residual):
-    2 x in x out binary operations and the out x 2 float MACs that combine the two orders."""
+    2 x in x out binary operations, on the MACs of one float Linear (terms = 2); the scales
+    that combine the two orders are not counted."""
 
     def __init__(self, n_in, n_out):
         super().__init__()
@@ -303,9 +304,12 @@ class TwoOrderBinaryLinear(nn.Module):
         second = sign(x - first * x.abs().mean())
         return self.mix[0] * self.inner(first) + self.mix[1] * self.inner(second)
 
+    def mac_counts(self, inputs, output):
+        n = self.inner.weight.numel()
+        return {"params": n + 2, "nonzeros": n + 2, "macs": n, "effective_macs": n}
+
     def ops(self, inputs, output):
-        n_out, n_in = self.inner.weight.shape
-        return {"binary_ops": 2 * n_in * n_out, "float_macs": 2 * n_out}
+        return {"binary_ops": 2 * self.inner.weight.numel(), "terms": 2}
 
 
 def test_a_module_that_counts_its_own_operations():
@@ -313,9 +317,19 @@ def test_a_module_that_counts_its_own_operations():
     rows = measure.layer_table(model, (6,))
     assert [r["layer"] for r in rows] == ["0", "1", "2"]          # "1.inner" not counted again
     custom = rows[1]
-    assert (custom["binary_ops"], custom["float_macs"], custom["add_ops"]) == (24, 6, 0)
-    assert custom["macs"] == custom["effective_macs"] == 30
+    assert (custom["binary_ops"], custom["float_macs"], custom["add_ops"]) == (24, 0, 0)
+    assert custom["macs"] == custom["effective_macs"] == 12 and custom["terms"] == 2
     assert (custom["params"], custom["nonzeros"]) == (12 + 2, 12 + 2)
+
+    class OpsOnly(nn.Module):           # macs would mean something else: refused
+        def forward(self, x):
+            return x
+
+        def ops(self, inputs, output):
+            return {"float_macs": 1}
+
+    with pytest.raises(TypeError, match="mac_counts"):
+        measure.layer_table(nn.Sequential(OpsOnly()), (6,))
 
     class OwnLinear(nn.Linear):        # a layer that is a Linear and says its own precision
         def ops(self, inputs, output):

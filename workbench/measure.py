@@ -20,19 +20,27 @@
     and ReActNet (Liu et al. 2020): 64 binary operations in one 64-bit instruction. The
     formula has no term for additions: ``add_ops`` stand beside it, not in it.
 
-  Not counted, as in those papers: the multiplication of each output by its channel's scale,
-  batch norm, the sign of the activations. ``macs`` keeps its meaning (every multiply-
-  accumulate, whatever its precision): for Conv2d / Linear layers, float_macs + binary_ops +
-  the MACs of the layers with add_ops = macs.
+  Not counted, as in those papers: scales and their products (each output channel's alpha,
+  XNOR-Net's K, HORQ's betas and the sum of its beta-scaled terms), batch norm, the sign of the
+  activations.
+
+  ``macs`` is the same number for a layer whatever its precision: the multiply-accumulates of
+  the float layer (each weight once per output position), so a binarized network reports the
+  macs of its float self. The figures by precision are the work done, and for each row
+
+      float_macs + add_ops + binary_ops / terms = macs - (MACs at zero weights that additions skip)
+
+  with ``terms`` = 1 except in a layer that computes its MACs on several binary terms of its
+  input (HORQ of order r: r x macs binary ops, ``terms`` = r); the last term is nonzero only
+  where additions stand for a ternary or sparse {-1, 0, +1} weight (TTQ, LBC's anchors), which
+  skip their zeros (``effective_macs``).
 
   A module may count itself: ``ops(inputs, output) -> dict`` with the keys ``float_macs``,
-  ``binary_ops``, ``add_ops`` (per image; it gets the forward hook's ``inputs`` tuple and
-  ``output``, of a batch of one or more images; e.g. a multi-order binary convolution that
-  binarizes its input inside, or a layer that knows its input is binary).
-  ``layer_table`` then takes those three figures from it and counts nothing inside it; its
-  ``macs`` come from its ``mac_counts`` if it has one, from the Conv2d / Linear count if it is
-  one, else they are the sum of the three figures (``effective_macs`` the same), with its own
-  parameters;
+  ``binary_ops``, ``add_ops`` and optionally ``terms`` (per image; it gets the forward hook's
+  ``inputs`` tuple and ``output``, of a batch of one or more images). ``layer_table`` then
+  takes those figures from it and counts nothing inside it; its ``macs`` and
+  ``effective_macs`` come from its ``mac_counts`` (which a module with ``ops`` must have: the
+  MACs of the float layers it computes), else from the Conv2d / Linear count if it is one;
 - latency is the warm median of ``torch.utils.benchmark`` at a stated batch size and thread
   count, measured on the decoded file (what would be deployed), with the machine's load beside
   it; how much faster one network runs than another is measured by timing the two interleaved,
@@ -130,13 +138,11 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...],
             row = {"shape": "-"}
         if inspect.ismethod(getattr(module, "ops", None)):
             counted = module.ops(inputs, output)
-            row.update({key: int(counted.get(key, 0)) for key in OPS_KEYS})
-            if "macs" not in row:    # an ops() module that is no layer: its own figures
-                params = [p.detach() for p in module.parameters()]
-                row.update(params=sum(p.numel() for p in params),
-                           nonzeros=sum(int(p.count_nonzero()) for p in params),
-                           macs=sum(row[k] for k in OPS_KEYS))
-                row["effective_macs"] = row["macs"]
+            row.update({key: int(counted.get(key, 0)) for key in OPS_KEYS},
+                       terms=int(counted.get("terms", 1)))
+            if "macs" not in row:
+                raise TypeError(f"{type(module).__name__} counts its ops() but has no "
+                                "mac_counts(): its macs would mean something else (measure)")
         rows.append({"layer": name, "type": type(module).__name__, **row})
 
     custom, hooks = [], {}
@@ -159,9 +165,9 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...],
         if "float_macs" in row:                     # it said so itself (ops)
             continue
         if isinstance(module, (nn.Conv2d, nn.Linear)) and not hasattr(module, "mac_counts"):
-            row.update(_precision(module, row, binary_inputs[name]))
+            row.update(_precision(module, row, binary_inputs[name]), terms=1)
         else:                                       # mac_counts only (Winograd): float
-            row.update(float_macs=row["macs"], binary_ops=0, add_ops=0)
+            row.update(float_macs=row["macs"], binary_ops=0, add_ops=0, terms=1)
     return rows
 
 

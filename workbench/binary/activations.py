@@ -30,73 +30,28 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import hooked, probe
 from ..method import Choice, Flag, Int, Tags, TrainingMethod, clone_model, knob
 from ..models import register_module, replace_module
 from ..quantize.core import fold, quantizable_layers, quantize_weights
-from ..train import Hook
-from .core import GRADIENTS, SignActivation, end_layers, ls_scale, sign_ste, sign_stochastic
-
-# ------------------------------------------------------------------ functions on tensors
-
-
-def xnor_scale(x: torch.Tensor, kernel_size=None, stride=1, padding=0) -> torch.Tensor:
-    """XNOR-Net's K: A = mean over channels of |x|, then A convolved with a kxk box of 1/k^2
-    (zero padding, as the layer's own) for a convolution; per example mean |x| for a vector."""
-    if x.dim() == 2:
-        return x.abs().mean(1, keepdim=True)
-    a = x.abs().mean(1, keepdim=True)
-    return F.avg_pool2d(a, kernel_size, stride, padding, count_include_pad=True)
-
-
-def residual_binarize(x: torch.Tensor, order: int, valid: torch.Tensor | None = None):
-    """HORQ along the last dimension: [(beta_i, H_i)] with H_i = sign(R_{i-1}) (0 where
-    ``valid`` is 0: padding), beta_i = mean|R_{i-1}| over the whole vector, R_i = R_{i-1} -
-    beta_i H_i. The sign's gradient is hard-tanh's; beta's is exact."""
-    terms, residual = [], x
-    for _ in range(order):
-        h = GRADIENTS["htanh"](residual)
-        if valid is not None:
-            h = h * valid
-        beta = residual.abs().mean(-1, keepdim=True)
-        terms.append((beta, h))
-        residual = residual - beta * h
-    return terms
-
-
-def weight_binarizer(stochastic: bool = False):
-    """alpha * sign(W), alpha = mean|W| per output channel; identity gradient through the sign
-    (the shadow weight is clipped to [-1, 1] instead); a random sign when training if
-    ``stochastic``."""
-    def binarize(w, training):
-        s = sign_stochastic(w) if stochastic and training else sign_ste(w)
-        return ls_scale(w) * s
-    return binarize
-
-
-class BinaryWeight(nn.Module):
-    """Parametrization: the layer computes with alpha * sign(shadow)."""
-
-    def __init__(self, stochastic: bool = False):
-        super().__init__()
-        self.binarize = weight_binarizer(stochastic)
-
-    def forward(self, w):
-        return self.binarize(w, self.training)
-
-
-class ClipShadow(Hook):
-    """After each step, clip every binarized layer's shadow weight to [-1, 1] (BinaryConnect,
-    BNN): beyond it the sign never changes and the weight would grow for nothing."""
-
-    def after_step(self, model):
-        for _, m in quantizable_layers(model):
-            if hasattr(m, "parametrizations"):
-                m.parametrizations.weight.original.clamp_(-1.0, 1.0)
-
+from .activations_tensors import (  # noqa: F401
+    horq_product,
+    output_size,
+    pair,
+    receptive_fields,
+    residual_binarize,
+    xnor_scale,
+)
+from .core import (
+    GRADIENTS,
+    BinaryWeight,
+    ClipShadow,
+    PassThrough,
+    SignActivation,
+    end_layers,
+)
 
 # ------------------------------------------------------------------ modules
 
@@ -116,31 +71,24 @@ class NormSign(nn.Module):
         return self.sign(self.norm(x))
 
 
-@register_module
-class PassThrough(nn.Module):
-    """Where a ReLU stood before a layer that binarizes its input: the sign is the
-    nonlinearity now."""
-
-    def __init__(self):
-        super().__init__()
-        self.config = {}
-
-    def forward(self, x):
-        return x
-
-
 class _BinaryInputLayer(nn.Module):
     """A Conv2d / Linear (``self.layer``, no bias) with binary weights, and its bias kept apart
-    so that it is added after the input scale."""
+    so that it is added after the input scale. Every argument of the convolution is kept
+    (kernel, stride, padding, dilation as pairs, groups: grouped ones are computed per group);
+    padding other than explicit zeros is refused (K and the fields assume zero padding)."""
 
-    def __init__(self, kind: str, in_features: int, out_features: int, kernel_size: int = 1,
-                 stride: int = 1, padding: int = 0, bias: bool = True, **extra):
+    def __init__(self, kind: str, in_features: int, out_features: int, kernel_size=1,
+                 stride=1, padding=0, bias: bool = True, dilation=1, groups: int = 1,
+                 **extra):
         super().__init__()
+        kernel_size, stride, padding, dilation = map(lambda v: list(pair(v)),
+                                                     (kernel_size, stride, padding, dilation))
         self.config = {"kind": kind, "in_features": in_features, "out_features": out_features,
                        "kernel_size": kernel_size, "stride": stride, "padding": padding,
-                       "bias": bias, **extra}
+                       "bias": bias, "dilation": dilation, "groups": groups, **extra}
         self.layer = nn.Linear(in_features, out_features, bias=False) if kind == "linear" else \
-            nn.Conv2d(in_features, out_features, kernel_size, stride, padding, bias=False)
+            nn.Conv2d(in_features, out_features, kernel_size, stride, padding, dilation, groups,
+                      bias=False)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @classmethod
@@ -156,8 +104,15 @@ class _BinaryInputLayer(nn.Module):
             new = cls("linear", layer.in_features, layer.out_features, bias=layer.bias is not None,
                       **extra)
         else:
-            new = cls("conv", layer.in_channels, layer.out_channels, layer.kernel_size[0],
-                      layer.stride[0], layer.padding[0], layer.bias is not None, **extra)
+            if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
+                raise ValueError(f"{cls.__name__}: padding={layer.padding!r}, padding_mode="
+                                 f"{layer.padding_mode!r}; only explicit zero padding")
+            new = cls("conv", layer.in_channels, layer.out_channels, layer.kernel_size,
+                      layer.stride, layer.padding, layer.bias is not None, layer.dilation,
+                      layer.groups, **extra)
+        if new.layer.weight.shape != layer.weight.shape:    # never broadcast one into the other
+            raise ValueError(f"{cls.__name__}: weight {tuple(layer.weight.shape)} does not fit "
+                             f"{tuple(new.layer.weight.shape)}")
         with torch.no_grad():
             new.layer.weight.copy_(layer.weight)
             if layer.bias is not None:
@@ -169,79 +124,74 @@ class _BinaryInputLayer(nn.Module):
             return y
         return y + (self.bias if y.dim() == 2 else self.bias.view(1, -1, 1, 1))
 
-    def _positions(self, output) -> int:
-        return output[0].numel() // self.config["out_features"]
+    def _conv_args(self) -> dict:
+        c = self.config
+        return {k: c.get(k, 1) for k in ("kernel_size", "stride", "padding", "dilation",
+                                          "groups")}
+
+    def mac_counts(self, inputs, output) -> dict:
+        """Per image, the float layer's figures: each weight once per output position (the
+        same MACs the float network reports for this layer; see ``measure``)."""
+        w = self.layer.weight
+        positions = output[0].numel() // self.config["out_features"]
+        return {"params": w.numel(), "nonzeros": int(w.count_nonzero()),
+                "macs": w.numel() * positions, "effective_macs": int(w.count_nonzero()) * positions}
 
 
 @register_module
 class XnorLayer(_BinaryInputLayer):
     """XNOR-Net: y = K * (sign(I) (*) alpha sign(W)) + b. The inner layer's input is exactly
-    +-1 and its weight (after folding) {-alpha, +alpha} per filter."""
+    +-1 and its weight (after folding) {-alpha, +alpha} per filter. In a grouped convolution K
+    is that of each group's input channels."""
 
     def forward(self, x):
-        c = self.config
-        k = xnor_scale(x, c["kernel_size"], c["stride"], c["padding"])
-        return self._add_bias(self.layer(GRADIENTS["htanh"](x)) * k)
+        args = self._conv_args()
+        k = xnor_scale(x, **args)
+        y = self.layer(GRADIENTS["htanh"](x))
+        if y.dim() == 4:
+            n, c, h, w = y.shape
+            y = (y.view(n, args["groups"], c // args["groups"], h, w) * k.unsqueeze(2)).view(
+                n, c, h, w)
+        else:
+            y = y * k
+        return self._add_bias(y)
 
     def ops(self, inputs, output) -> dict:
-        """Per image: the inner layer's +-1 MACs as binary ops; float multiplies for K * y and
-        the box filter of K; additions for the channel mean of |I|."""
-        w = self.layer.weight
-        positions = self._positions(output)
-        c = self.config
-        x = inputs[0][0]
-        window = c["kernel_size"] ** 2 if c["kind"] == "conv" else x.numel()
-        return {"binary_ops": w.numel() * positions,
-                "float_macs": output[0].numel() + positions * window,
-                "add_ops": x.numel()}
+        """Per image: each MAC of the layer once, +-1 x +-1. K, alpha and the products by them
+        are scales, not counted (``measure``)."""
+        return {"binary_ops": self.mac_counts(inputs, output)["macs"], "float_macs": 0,
+                "add_ops": 0}
 
 
 @register_module
 class HorqLayer(_BinaryInputLayer):
-    """HORQ: each receptive field x (a column of the unfolded input) ~ sum_i beta_i H_i, and
-    y = sum_i beta_i (H_i . alpha sign(W)) + b: ``order`` +-1 products per output. Computed on
-    the unfolded input, so it reports its own operation counts (``mac_counts``, ``ops``)."""
+    """HORQ: each receptive field x (a column of the unfolded input; per group in a grouped
+    convolution) ~ sum_i beta_i H_i, and y = sum_i beta_i (H_i . alpha sign(W)) + b: ``order``
+    +-1 products per output. Computed on the unfolded input, so it reports its own operation
+    counts (``mac_counts``, ``ops``)."""
 
     def __init__(self, *args, order: int = 2, **kwargs):
         super().__init__(*args, order=order, **kwargs)
         self.order = order
 
-    def patches(self, x):
-        """The receptive fields (N, positions, c*k*k) and the mask of real (non-padding)
-        entries; a vector is one field."""
-        if x.dim() == 2:
-            return x.unsqueeze(1), None
-        c = self.config
-        cols = F.unfold(x, c["kernel_size"], padding=c["padding"], stride=c["stride"])
-        valid = F.unfold(torch.ones_like(x[:1, :1]).expand(1, x.shape[1], *x.shape[2:]),
-                         c["kernel_size"], padding=c["padding"], stride=c["stride"])
-        return cols.transpose(1, 2), valid.transpose(1, 2)
-
     def forward(self, x):
-        cols, valid = self.patches(x)
-        w = self.layer.weight.reshape(self.config["out_features"], -1)
-        y = sum(beta * (h @ w.t()) for beta, h in residual_binarize(cols, self.order, valid))
         if x.dim() == 2:
-            return self._add_bias(y.squeeze(1))
-        c = self.config
-        side = [(n + 2 * c["padding"] - c["kernel_size"]) // c["stride"] + 1 for n in x.shape[2:]]
+            y = horq_product(x[:, None, None, :], None, self.layer.weight, self.order)
+            return self._add_bias(y[:, 0])
+        args = self._conv_args()
+        fields, valid = receptive_fields(x, **args)
+        y = horq_product(fields, valid, self.layer.weight, self.order)
+        side = [output_size(n, *a) for n, *a in zip(x.shape[2:], args["kernel_size"],
+                                                     args["stride"], args["padding"],
+                                                     args["dilation"])]
         return self._add_bias(y.transpose(1, 2).reshape(x.shape[0], -1, *side))
 
-    def mac_counts(self, inputs, output) -> dict:
-        """``order`` binary MACs per weight and output position (for measure.layer_table)."""
-        w = self.layer.weight
-        macs = self.order * w.numel() * self._positions(output)
-        return {"params": w.numel(), "nonzeros": int(w.count_nonzero()), "macs": macs,
-                "effective_macs": macs}
-
     def ops(self, inputs, output) -> dict:
-        """Per image: order x the +-1 MACs; float multiplies beta_i * y and beta_i * H_i (the
-        residual update); additions for each beta (a sum of |R|) and the sum over orders."""
-        w = self.layer.weight
-        positions, field = self._positions(output), w[0].numel()
-        return {"binary_ops": self.order * w.numel() * positions,
-                "float_macs": self.order * positions * (self.config["out_features"] + field),
-                "add_ops": self.order * positions * field}
+        """Per image: each MAC of the layer ``order`` times, +-1 x +-1 (``terms`` = order).
+        The betas, the residual updates and the sum of the beta-scaled terms are scale work,
+        not counted (``measure``)."""
+        return {"binary_ops": self.order * self.mac_counts(inputs, output)["macs"],
+                "float_macs": 0, "add_ops": 0, "terms": self.order}
 
 
 # ------------------------------------------------------------------ building the networks
@@ -284,7 +234,7 @@ def binarize_inputs(model: nn.Module, cls, **extra) -> list[str]:
     middle = [n for n, _ in layers if n not in ends]
     for name in middle:
         replace_module(model, name, cls.from_layer(model.get_submodule(name), **extra))
-    quantize_weights(model, lambda n, m: BinaryWeight(),
+    quantize_weights(model, lambda n, m: BinaryWeight("xnor"),
                      layers={f"{n}.layer" for n in middle})
     return middle
 
@@ -365,7 +315,8 @@ class BNN(_BinaryActivations):
 
     def convert(self, model):
         skip = end_layers(model) if self.float_ends else set()
-        quantize_weights(model, lambda n, m: None if n in skip else BinaryWeight(self.stochastic))
+        quantize_weights(model, lambda n, m: None if n in skip
+                         else BinaryWeight("xnor", stochastic=self.stochastic))
         if not relus_to_signs(model, "htanh", self.stochastic):
             raise ValueError("no ReLU module to turn into a sign")
         return [n for n, _ in quantizable_layers(model)][1:]
@@ -387,7 +338,7 @@ class XNOR(_BinaryActivations):
         if self.mode == "xnor":
             return binarize_inputs(model, XnorLayer)
         ends = end_layers(model)
-        quantize_weights(model, lambda n, m: None if n in ends else BinaryWeight())
+        quantize_weights(model, lambda n, m: None if n in ends else BinaryWeight("xnor"))
         return []
 
     def supports(self, model):

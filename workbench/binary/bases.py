@@ -31,7 +31,7 @@ from torch import nn
 
 from ..method import Choice, Flag, Int, Method, Tags, TrainingMethod, knob
 from ..quantize.core import fold, quantize_weights
-from .core import end_layers, sign, sign_ste
+from .core import chosen_layers, sign, sign_ste
 
 # ------------------------------------------------------------------ ABC-Net on tensors
 
@@ -114,10 +114,8 @@ def relative_error(weight: torch.Tensor, approx: torch.Tensor) -> float:
 # ------------------------------------------------------------------ methods
 
 
-def _layers(model: nn.Module, quantize_ends: bool):
-    """The parametrization filter: every layer, or all but the first and last."""
-    skip = set() if quantize_ends else end_layers(model)
-    return lambda name: name not in skip
+REQUIRES = ("a Conv2d or Linear layer it may binarize (quantize_ends=False keeps the first and "
+            "last float: set quantize_ends=True to binarize them too)")
 
 
 @dataclass
@@ -134,6 +132,7 @@ class ABCNet(TrainingMethod):
     sliders = {"M": (1, 5, 1), "epochs": (0, 5, 1)}
     smoke = {"M": 3, "epochs": 0}
     effects = ("fewer_bytes", "different_outputs")
+    requires = REQUIRES
 
     M: int = knob(3, Int(1, 5))
     quantize_ends: bool = knob(False, Flag())
@@ -144,9 +143,13 @@ class ABCNet(TrainingMethod):
     def tags(self) -> Tags:
         return replace(super().tags(), bits_per_weight=float(self.M))
 
+    def supports(self, model):
+        # never the network unchanged: with the ends float, something must be left between them
+        return bool(chosen_layers(model, keep_ends=not self.quantize_ends))
+
     def compress(self, model, data=None):
-        keep = _layers(model, self.quantize_ends)
-        quantize_weights(model, lambda name, m: ABCWeight(self.M) if keep(name) else None)
+        chosen = set(chosen_layers(model, keep_ends=not self.quantize_ends))
+        quantize_weights(model, lambda name, m: ABCWeight(self.M) if name in chosen else None)
         if self.epochs:
             self.fit(model, data)
         return fold(model.eval())
@@ -164,6 +167,7 @@ class Sketch(Method):
     sliders = {"tensors": (1, 6, 1)}
     smoke = {"tensors": 2}
     effects = ("fewer_bytes", "different_outputs")
+    requires = REQUIRES
 
     tensors: int = knob(3, Int(1, 8))
     mode: str = knob("refined", Choice(("direct", "refined")))
@@ -172,11 +176,14 @@ class Sketch(Method):
     def tags(self) -> Tags:
         return replace(super().tags(), bits_per_weight=float(self.tensors))
 
+    def supports(self, model):
+        return bool(chosen_layers(model, keep_ends=not self.quantize_ends))
+
     def compress(self, model, data=None):
-        keep = _layers(model, self.quantize_ends)
+        chosen = set(chosen_layers(model, keep_ends=not self.quantize_ends))
         with torch.no_grad():
             for name, module in model.named_modules():
-                if isinstance(module, (nn.Conv2d, nn.Linear)) and keep(name):
+                if name in chosen:
                     approx = sketch_filters(module.weight, self.tensors,
                                             self.mode == "refined")[0]
                     module.weight.copy_(approx)

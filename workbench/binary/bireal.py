@@ -24,8 +24,12 @@ paper's stem has none): sign(ReLU(x)) would be +1 everywhere, since sign(0) = +1
 Where a unit changes shape (stride 2, more channels) its shortcut is parameter-free: 2x2
 average pooling (Bi-Real's downsampling pools too) then zero channels, as ResNet-20's own
 option-A shortcut; Bi-Real-18 adds a real 1x1 convolution there, ResNet-20 has none and we
-keep its parameter count. ``shortcuts=False`` gives the same binary network with ResNet's
-shortcut every two convolutions only: the 1-bit ResNet the paper compares against.
+keep its parameter count. In a channel-pruned ResNet (``inner`` channels between the two
+convolutions, fewer than the block's input or output) a unit may also lose channels: its
+shortcut then keeps the middle ``inner`` channels (truncation, the inverse of the centred zero
+padding), so every binary convolution still has a real-valued shortcut. ``shortcuts=False``
+gives the same binary network with ResNet's shortcut every two convolutions only: the 1-bit
+ResNet the paper compares against.
 
 Pattern binarization (SEP-Net, Li et al. 2017) binarizes only the kxk (k > 1) convolution
 filters ("patterns") and keeps the 1x1 convolutions (projections) and the linear layers in
@@ -46,56 +50,46 @@ from ..models import register_module, replace_module
 from ..models.cifar import BasicBlock
 from ..quantize.core import fold, quantizable_layers, quantize_weights
 from ..train import seeded
-from .core import SignActivation, binarize, ls_scale, sign
+from .core import BinaryWeight, PassThrough, SignActivation, binary_weight
 
 # ------------------------------------------------------------------ functions on tensors
 
 def magnitude_aware_sign(weight: torch.Tensor) -> torch.Tensor:
     """``mean|W| * sign(W)`` per output channel (forward); backward, Bi-Real's magnitude-aware
     gradient ``mean|W| * g * 1{|W| <= 1}`` (the scale held constant, as the paper's
-    approximation does)."""
-    # value + (c - c.detach()): the forward value stays exactly +-a (a straight-through
-    # "clipped + (b - clipped).detach()" rounds, leaving values a hair off +-a)
-    scale = ls_scale(weight.detach(), per_channel=True)
-    clipped = torch.clamp(weight, -1.0, 1.0)
-    return scale * sign(weight.detach()) + scale * (clipped - clipped.detach())
+    approximation does): ``core.binary_weight``'s "magnitude" gradient."""
+    return binary_weight(weight, "magnitude")
 
 
 def scaled_sign_ste(weight: torch.Tensor) -> torch.Tensor:
     """``mean|W| * sign(W)`` per output channel; backward, the hard-tanh straight-through
     gradient ``g * 1{|W| <= 1}`` (BinaryConnect / BNN style, independent of the scale)."""
-    clipped = torch.clamp(weight, -1.0, 1.0)
-    return binarize(weight.detach(), per_channel=True) + (clipped - clipped.detach())
+    return binary_weight(weight, "htanh")
 
 
-def parameter_free_shortcut(x: torch.Tensor, c_out: int, stride: int) -> torch.Tensor | None:
-    """``x`` shaped like a unit's output: 2x2 average pooling when ``stride`` is 2, zero
-    channels appended when ``c_out`` is larger; None when ``c_out`` is smaller (no shortcut
-    fits without parameters)."""
-    c_in = x.shape[1]
-    if c_out < c_in:
-        return None
-    if stride > 1:
-        x = F.avg_pool2d(x, stride, stride, ceil_mode=True)
-    if c_out > c_in:
-        pad = c_out - c_in
-        x = F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``x`` with ``channels`` channels, without parameters: zero channels added evenly on both
+    sides when more (ResNet's option A), the middle ``channels`` kept when fewer (the inverse:
+    a pruned block's two shortcuts then carry the same middle channels through)."""
+    c = x.shape[1]
+    if channels > c:
+        pad = channels - c
+        return F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
+    if channels < c:
+        start = (c - channels) // 2
+        return x[:, start:start + channels]
     return x
 
 
+def parameter_free_shortcut(x: torch.Tensor, c_out: int, stride: int) -> torch.Tensor:
+    """``x`` shaped like a unit's output: 2x2 average pooling when ``stride`` is 2, then
+    ``match_channels`` to ``c_out`` (zero channels appended, or the middle ones kept)."""
+    if stride > 1:
+        x = F.avg_pool2d(x, stride, stride, ceil_mode=True)
+    return match_channels(x, c_out)
+
+
 # ------------------------------------------------------------------ modules
-
-class BinaryWeight(nn.Module):
-    """Parametrization: the layer computes with ``mean|W| sign(W)`` per output channel from
-    its float shadow ``W``; ``magnitude_aware`` picks Bi-Real's gradient, else hard-tanh STE."""
-
-    def __init__(self, magnitude_aware: bool = True):
-        super().__init__()
-        self.magnitude_aware = magnitude_aware
-
-    def forward(self, w):
-        return magnitude_aware_sign(w) if self.magnitude_aware else scaled_sign_ste(w)
-
 
 @register_module
 class BiRealBlock(nn.Module):
@@ -128,30 +122,15 @@ class BiRealBlock(nn.Module):
     def forward(self, x):
         h = self.binary_branch(x, 1)
         if self.shortcuts:
-            skip = parameter_free_shortcut(x, self.inner, self.stride)
-            h = h if skip is None else h + skip
-            return self.binary_branch(h, 2) + h
-        out = self.binary_branch(h, 2)
-        skip = parameter_free_shortcut(x, self.c_out, self.stride)
-        return out if skip is None else out + skip
-
-
-@register_module
-class KeepReal(nn.Module):
-    """Where a ReLU was removed: passes its input on unchanged (a registered module, so a
-    file rebuilds the network without the ReLU)."""
-
-    def __init__(self):
-        super().__init__()
-        self.config = {}
-
-    def forward(self, x):
-        return x
+            # every unit has its shortcut, also where a pruned block changes the channel count
+            h = h + parameter_free_shortcut(x, self.inner, self.stride)
+            return self.binary_branch(h, 2) + match_channels(h, self.c_out)
+        return self.binary_branch(h, 2) + parameter_free_shortcut(x, self.c_out, self.stride)
 
 
 def bireal_blocks(model: nn.Module, shortcuts: bool = True) -> list[str]:
     """Replace every ``BasicBlock`` of ``model`` by a ``BiRealBlock`` carrying its weights,
-    and the ReLU modules outside the blocks (the stem's) by ``KeepReal``; in place. Names of
+    and the ReLU modules outside the blocks (the stem's) by ``core.PassThrough``; in place. Names of
     the blocks."""
     names = [n for n, m in model.named_modules() if isinstance(m, BasicBlock)]
     for name in names:
@@ -161,7 +140,7 @@ def bireal_blocks(model: nn.Module, shortcuts: bool = True) -> list[str]:
         new.load_state_dict(old.state_dict())
         replace_module(model, name, new.train(old.training))
     for name in [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]:
-        replace_module(model, name, KeepReal())
+        replace_module(model, name, PassThrough())
     return names
 
 
@@ -198,7 +177,8 @@ class BiReal(TrainingMethod):
         with seeded(self.seed):     # new blocks draw their (overwritten) initial weights
             blocks = bireal_blocks(model, self.shortcuts)
         binary = {n for n, _ in quantizable_layers(model) if n.rpartition(".")[0] in blocks}
-        quantize_weights(model, lambda name, m: BinaryWeight(True) if name in binary else None)
+        quantize_weights(model, lambda name, m: BinaryWeight("magnitude") if name in binary
+                         else None)
         if self.epochs:
             self.fit(model, data)
         return fold(model.eval())
@@ -236,7 +216,8 @@ class Pattern(TrainingMethod):
 
     def compress(self, model, data=None):
         chosen = set(self.pattern_layers(model))
-        quantize_weights(model, lambda name, m: BinaryWeight(False) if name in chosen else None)
+        quantize_weights(model, lambda name, m: BinaryWeight("htanh") if name in chosen
+                         else None)
         if self.epochs:
             self.fit(model, data)
         return fold(model.eval())

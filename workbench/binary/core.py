@@ -1,6 +1,7 @@
 """What every binary and ternary method of section C shares: the sign function and its
-straight-through gradients, the least-squares scale of a sign tensor, and a sign activation
-module the codec can rebuild.
+straight-through gradients, the least-squares scale of a sign tensor, the binary-weight parametrization and the hook that
+clips its shadow weights, a sign activation module the codec can rebuild and the module that
+stands where a ReLU was removed, and the choice of the layers a method binarizes.
 
 A binary layer is an ordinary ``nn.Linear`` / ``nn.Conv2d`` whose ``weight`` is computed from a
 float "shadow" weight by a parametrization (``quantize.core.quantize_weights``), as in the
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..models import register_module, replace_module
 from ..quantize.core import quantizable_layers
+from ..train import Hook
 
 
 def exact_forward(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -53,10 +55,15 @@ def sign_approx(x: torch.Tensor) -> torch.Tensor:
     return exact_forward(sign(x), poly)
 
 
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """clip((x + 1) / 2, 0, 1): the probability of +1 in a stochastic sign."""
+    return torch.clamp((x + 1) / 2, 0.0, 1.0)
+
+
 def sign_stochastic(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """+1 with probability hard_sigmoid(x) = clip((x + 1) / 2, 0, 1), else -1 (Courbariaux
     et al. 2015); hard-tanh gradient backward."""
-    p = torch.clamp((x.detach() + 1) / 2, 0.0, 1.0)
+    p = hard_sigmoid(x.detach())
     draw = torch.where(torch.rand(x.shape, generator=generator, dtype=x.dtype) < p, 1.0, -1.0)
     clipped = torch.clamp(x, -1.0, 1.0)
     return exact_forward(draw.to(x.dtype), clipped)
@@ -81,6 +88,82 @@ def binarize(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
     return ls_scale(weight, per_channel) * sign(weight)
 
 
+WEIGHT_GRADIENTS = ("ste", "htanh", "magnitude", "xnor")
+
+
+def binary_weight(weight: torch.Tensor, gradient: str = "ste", per_channel: bool = True,
+                  stochastic: bool = False) -> torch.Tensor:
+    """``a * sign(W)`` forward, exactly (``a`` = mean|W| per output channel or layer, or a
+    random sign with probability hard_sigmoid(W) when ``stochastic``); backward, for the
+    gradient g of the binary weight:
+
+    - ``"ste"``: g (identity, the scale held constant);
+    - ``"htanh"``: g * 1{|W| <= 1} (BNN's straight-through estimator);
+    - ``"magnitude"``: a * g * 1{|W| <= 1} (Bi-Real's magnitude-aware gradient, a constant);
+    - ``"xnor"``: the gradient of a(W) * sign(W) with the identity through the sign and the
+      scale's own derivative, XNOR-Net's dC/dW = g (1/n + a d sign/dW) summed as autograd does.
+    """
+    if gradient not in WEIGHT_GRADIENTS:
+        raise ValueError(f"binary_weight gradient={gradient!r}; allowed: "
+                         f"{', '.join(WEIGHT_GRADIENTS)}")
+    scale = ls_scale(weight if gradient == "xnor" else weight.detach(), per_channel)
+    if stochastic:
+        b = sign_stochastic(weight)
+    else:
+        b = sign_htanh(weight) if gradient in ("htanh", "magnitude") else sign_ste(weight)
+    if gradient in ("magnitude", "xnor"):
+        return scale * b
+    # the value a * b exactly (b - b.detach() is an exact zero), b's gradient unscaled
+    return scale * b.detach() + (b - b.detach())
+
+
+class BinaryWeight(nn.Module):
+    """Parametrization (``quantize.core.quantize_weights``): the layer computes with
+    ``binary_weight`` of its float shadow weight; ``stochastic`` draws random signs in
+    training mode only. Not a saved module: ``fold`` leaves the plain +-a tensor."""
+
+    def __init__(self, gradient: str = "ste", stochastic: bool = False,
+                 per_channel: bool = True):
+        super().__init__()
+        if gradient not in WEIGHT_GRADIENTS:
+            raise ValueError(f"BinaryWeight gradient={gradient!r}; allowed: "
+                             f"{', '.join(WEIGHT_GRADIENTS)}")
+        self.gradient, self.stochastic, self.per_channel = gradient, stochastic, per_channel
+
+    def forward(self, w):
+        return binary_weight(w, self.gradient, self.per_channel,
+                             self.stochastic and self.training)
+
+    def extra_repr(self) -> str:
+        return f"gradient={self.gradient!r}, stochastic={self.stochastic}"
+
+
+def shadow_weights(model: nn.Module) -> list[tuple[nn.Module, nn.Parameter]]:
+    """(parametrization, float shadow weight) of every parametrized Conv2d / Linear weight."""
+    out = []
+    for _, layer in quantizable_layers(model):
+        if hasattr(layer, "parametrizations") and "weight" in layer.parametrizations:
+            entry = layer.parametrizations.weight
+            out.append((entry[0], entry.original))
+    return out
+
+
+class ClipShadow(Hook):
+    """After every optimizer step, clip shadow weights to [-1, 1] (BinaryConnect, BNN: beyond
+    it a shadow weight no longer changes its binary value, it would only grow). ``weights``:
+    the tensors to clip; None, every parametrized layer's shadow weight at each step."""
+
+    def __init__(self, weights=None):
+        self.weights = None if weights is None else list(weights)
+
+    @torch.no_grad()
+    def after_step(self, model):
+        weights = self.weights if self.weights is not None else \
+            [w for _, w in shadow_weights(model)]
+        for w in weights:
+            w.clamp_(-1.0, 1.0)
+
+
 @register_module
 class SignActivation(nn.Module):
     """A binary activation: sign(x) forward, with the gradient ``mode`` ("htanh": BNN's
@@ -103,6 +186,21 @@ class SignActivation(nn.Module):
         return f"mode={self.mode!r}, stochastic={self.stochastic}"
 
 
+@register_module
+class PassThrough(nn.Module):
+    """Where a ReLU was removed (a sign follows, so sign(ReLU(x)) would be +1 everywhere): the
+    input, unchanged. A registered module, so a file rebuilds the network without the ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = {}
+
+    def forward(self, x):
+        return x
+
+
+
+
 def replace_relus(model: nn.Module, make) -> list[str]:
     """Replace every ``nn.ReLU`` module by ``make()`` (in place); their names."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
@@ -112,6 +210,15 @@ def replace_relus(model: nn.Module, make) -> list[str]:
 
 
 def end_layers(model: nn.Module) -> set[str]:
-    """Names of the first and last Conv2d / Linear layers (most binary papers keep them float)."""
+    """Names of the first and last Conv2d / Linear layers (most binary papers keep them float);
+    empty for a network without any."""
     names = [n for n, _ in quantizable_layers(model)]
-    return {names[0], names[-1]}
+    return {names[0], names[-1]} if names else set()
+
+
+def chosen_layers(model: nn.Module, keep_ends: bool) -> list[str]:
+    """Names of the Conv2d / Linear layers a method binarizes: all, or all but the first and
+    last when ``keep_ends``. A method's ``supports`` is False when this is empty, so that it
+    never returns the network unchanged."""
+    skip = end_layers(model) if keep_ends else set()
+    return [n for n, _ in quantizable_layers(model) if n not in skip]

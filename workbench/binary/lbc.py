@@ -104,16 +104,23 @@ class LocalBinaryConv(nn.Module):
         return self.mix(self.responses(x))
 
     def mac_counts(self, inputs, output) -> dict:
-        """Per image: the anchor convolution counted at its nonzero weights (additions and
-        subtractions only) plus the 1x1 multiply-accumulates; params are the learnable ones."""
+        """Per image: ``macs`` the dense MACs of the anchor convolution and the 1x1 (what the
+        same shapes cost in float), ``effective_macs`` the anchors at their nonzero taps plus
+        the 1x1; params are the learnable ones."""
         pixels = output[0, 0].numel()
-        anchor_macs = self.anchors.numel() * pixels
-        anchor_adds = int(self.anchors.count_nonzero()) * pixels
         mix = self.mix.weight
         return {"params": sum(p.numel() for p in self.parameters()),
                 "nonzeros": sum(int(p.count_nonzero()) for p in self.parameters()),
-                "macs": anchor_macs + mix.numel() * pixels,
-                "effective_macs": anchor_adds + int(mix.count_nonzero()) * pixels}
+                "macs": (self.anchors.numel() + mix.numel()) * pixels,
+                "effective_macs": (int(self.anchors.count_nonzero())
+                                   + int(mix.count_nonzero())) * pixels}
+
+    def ops(self, inputs, output) -> dict:
+        """Per image: each nonzero anchor tap is an addition or a subtraction (a {-1, +1}
+        weight), its zeros are skipped; the 1x1 mix is float MACs (``measure``)."""
+        pixels = output[0, 0].numel()
+        return {"add_ops": int(self.anchors.count_nonzero()) * pixels,
+                "float_macs": self.mix.weight.numel() * pixels, "binary_ops": 0}
 
 
 # ------------------------------------------------------------------ the method

@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..method import Flag, Real, Tags, TrainingMethod, knob, layers_of
+from ..method import Flag, Real, Tags, TrainingMethod, knob
 from ..quantize.core import fold, quantize_weights
-from .core import end_layers
+from .core import chosen_layers
 
 # ------------------------------------------------------------------ functions on tensors
 
@@ -177,6 +177,8 @@ class TWN(TrainingMethod):
     sliders = {"c": (0.0, 2.0, 0.05), "epochs": (0, 10, 1)}
     smoke = {"epochs": 1}
     effects = ("fewer_nonzeros", "fewer_bytes", "different_outputs")
+    requires = ("a Conv2d or Linear layer it may ternarize (keep_ends=True keeps the first and "
+                "last float: set keep_ends=False to ternarize them too)")
 
     epochs: int = 3
     lr: float = 0.01
@@ -187,9 +189,13 @@ class TWN(TrainingMethod):
     def tags(self) -> Tags:
         return replace(super().tags(), bits_per_weight=BITS)
 
+    def supports(self, model):
+        # never the network unchanged: with the ends float, something must be left between them
+        return bool(chosen_layers(model, keep_ends=self.keep_ends))
+
     def compress(self, model, data=None):
-        skip = end_layers(model) if self.keep_ends else set()
-        quantize_weights(model, lambda name, m: None if name in skip else TWNWeight(self.c))
+        chosen = set(chosen_layers(model, keep_ends=self.keep_ends))
+        quantize_weights(model, lambda name, m: TWNWeight(self.c) if name in chosen else None)
         if self.epochs:
             self.fit(model, data, augment=data.shape[0] == 3)   # crops and flips on CIFAR
         return fold(model.eval())
@@ -219,12 +225,12 @@ class TTQ(TrainingMethod):
 
     def supports(self, model):
         # the first and last layer stay float: something must be left between them
-        return len(layers_of(model)) >= 3
+        return bool(chosen_layers(model, keep_ends=True))
 
     def compress(self, model, data=None):
-        ends = end_layers(model)
-        quantize_weights(model, lambda name, m: None if name in ends
-                         else TTQWeight(m.weight.detach(), self.t))
+        chosen = set(chosen_layers(model, keep_ends=True))
+        quantize_weights(model, lambda name, m: TTQWeight(m.weight.detach(), self.t)
+                         if name in chosen else None)
         if self.epochs:
             scales = [p for n, p in model.named_parameters() if n.endswith((".w_p", ".w_n"))]
             others = [p for n, p in model.named_parameters() if not n.endswith((".w_p", ".w_n"))]

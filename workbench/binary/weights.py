@@ -40,8 +40,15 @@ from torch import nn
 
 from ..method import Choice, Flag, Method, Real, Tags, TrainingMethod, knob
 from ..quantize.core import fold, quantizable_layers, quantize_weights
-from ..train import Hook
-from .core import binarize, end_layers, sign, sign_ste, sign_stochastic
+from .core import (
+    ClipShadow,
+    binarize,
+    chosen_layers,
+    shadow_weights,
+    sign,
+    sign_ste,
+    sign_stochastic,
+)
 
 # ------------------------------------------------------------------ functions on tensors
 
@@ -52,11 +59,6 @@ def glorot_scale(weight: torch.Tensor) -> float:
     receptive = weight[0, 0].numel() if weight.dim() > 2 else 1
     fan_in, fan_out = weight.shape[1] * receptive, weight.shape[0] * receptive
     return math.sqrt(1.5 / (fan_in + fan_out))
-
-
-def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """clip((x + 1) / 2, 0, 1): the probability of +1 in stochastic BinaryConnect."""
-    return torch.clamp((x + 1) / 2, 0.0, 1.0)
 
 
 def lab_scale(weight: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -91,10 +93,9 @@ class ConnectWeight(nn.Module):
 
     def forward(self, w):
         # Both estimators pass the gradient unchanged inside [-1, 1], where the shadow lives.
+        # exactly +-1 in value (core.exact_forward), so exactly +-H
         b = sign_stochastic(w) if self.stochastic and self.training else sign_ste(w)
-        # exactly +-1 in value (x + (s - x) can round to 0.9999...), b's gradient
-        exact = torch.where(b.detach() >= 0, 1.0, -1.0).to(w.dtype)
-        return self.scale.to(w.dtype) * (exact + (b - b.detach()))
+        return self.scale.to(w.dtype) * b
 
     def right_inverse(self, weight):
         return torch.clamp(weight / self.scale.to(weight.dtype), -1.0, 1.0)
@@ -116,28 +117,6 @@ class LossAwareWeight(nn.Module):
 
 
 # ------------------------------------------------------------------ training hooks
-
-
-def shadow_weights(model: nn.Module) -> list[tuple[nn.Module, nn.Parameter]]:
-    """(parametrization, shadow weight) of every parametrized layer."""
-    out = []
-    for _, layer in quantizable_layers(model):
-        if hasattr(layer, "parametrizations") and "weight" in layer.parametrizations:
-            entry = layer.parametrizations.weight
-            out.append((entry[0], entry.original))
-    return out
-
-
-class ClipShadow(Hook):
-    """After every optimizer step, clip the shadow weights to [-1, 1] (BinaryConnect:
-    beyond it a shadow weight no longer changes its binary value, it would only grow)."""
-
-    def __init__(self, weights):
-        self.weights = list(weights)
-
-    def after_step(self, model):
-        for w in self.weights:
-            w.clamp_(-1.0, 1.0)
 
 
 class LabCurvature(ClipShadow):
@@ -179,6 +158,8 @@ class Sign(Method):
     reference = ("Gong, Liu, Yang, Bourdev 2014, Compressing Deep Convolutional Networks using "
                  "Vector Quantization (binarization, sec. 3.1)")
     effects = ("fewer_bytes", "different_outputs")
+    requires = ("a layer it may binarize (scope='dense' binarizes Linear layers only: set "
+                "scope='all' to binarize convolutions too)")
 
     per_channel: bool = knob(True, Flag())
     scope: str = knob("dense", Choice(("dense", "all")))
@@ -205,6 +186,8 @@ class _BinaryTrained(TrainingMethod):
     smoke = {"epochs": 1}
     effects = ("fewer_bytes", "different_outputs")
     sliders = {"epochs": (0, 30, 1), "lr": (1e-4, 0.05, 1e-4)}
+    requires = ("a Conv2d or Linear layer it may binarize (binarize_ends=False keeps the first "
+                "and last float: set binarize_ends=True to binarize them too)")
 
     epochs: int = 10
     lr: float = 0.005
@@ -215,8 +198,9 @@ class _BinaryTrained(TrainingMethod):
     def tags(self) -> Tags:
         return replace(super().tags(), bits_per_weight=1.0)
 
-    def _skip(self, model) -> set[str]:
-        return set() if self.binarize_ends else end_layers(model)
+    def supports(self, model):
+        # never the network unchanged: with the ends float, something must be left between them
+        return bool(chosen_layers(model, keep_ends=not self.binarize_ends))
 
     def _train(self, model, data, hook_for) -> nn.Module:
         pairs = shadow_weights(model)
@@ -241,9 +225,9 @@ class BinaryConnect(_BinaryTrained):
     stochastic: bool = knob(False, Flag())
 
     def compress(self, model, data=None):
-        skip = self._skip(model)
-        quantize_weights(model, lambda name, m: None if name in skip else ConnectWeight(
-            glorot_scale(m.weight), self.stochastic))
+        chosen = set(chosen_layers(model, keep_ends=not self.binarize_ends))
+        quantize_weights(model, lambda name, m: ConnectWeight(
+            glorot_scale(m.weight), self.stochastic) if name in chosen else None)
         return self._train(model, data, lambda pairs, opt: ClipShadow(w for _, w in pairs))
 
 
@@ -261,9 +245,9 @@ class LossAware(_BinaryTrained):
     eps: float = knob(1e-8, Real(1e-12, 1.0))   # added to sqrt(v_hat) in d (authors' code: 1e-8)
 
     def compress(self, model, data=None):
-        skip = self._skip(model)
-        quantize_weights(model, lambda name, m: None if name in skip
-                         else LossAwareWeight(m.weight))
+        chosen = set(chosen_layers(model, keep_ends=not self.binarize_ends))
+        quantize_weights(model, lambda name, m: LossAwareWeight(m.weight) if name in chosen
+                         else None)
         return self._train(model, data,
                            lambda pairs, opt: LabCurvature(pairs, opt, self.eps))
 

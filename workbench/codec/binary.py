@@ -257,16 +257,28 @@ def decode_row_codebook(payload: bytes, shape, dtype: str, meta: dict) -> torch.
         raise CodecError(f"corrupt row_codebook: k={k!r}; allowed an integer from 1 to the "
                          f"{per_row} values of a row")
     head = _packed_symbols_nbytes(k, rows)
-    if len(payload) < head:
-        raise CodecError(f"truncated row_codebook: the {rows} row sizes need {head} bytes, "
-                         f"got {len(payload)}")
+    value_bytes = torch.empty(0, dtype=getattr(torch, meta.get("stored_dtype", dtype))
+                              ).element_size()
+    # every row has a value at least: check the bytes against the declared counts before
+    # unpacking anything
+    least = head + rows * value_bytes + _packed_symbols_nbytes(k, count)
+    if len(payload) < least:
+        raise CodecError(f"truncated row_codebook: {rows} rows and {count} indices of base {k} "
+                         f"need {least} bytes at least, got {len(payload)}")
+    if k == 1:          # one value a row: the row sizes and indices are all 0, nothing to unpack
+        if meta.get("values") != rows:
+            raise CodecError(f"corrupt row_codebook: k=1 means {rows} values, the header says "
+                             f"{meta.get('values')!r}")
+        _expect(payload, least, f"row_codebook of {rows} rows of one value")
+        if any(payload[:head]) or any(payload[head + rows * value_bytes:]):
+            raise CodecError("corrupt row_codebook: an index beyond its row's values (k=1)")
+        values = decode_dense(payload[head:head + rows * value_bytes], [rows], dtype, meta)
+        return values.repeat_interleave(per_row).reshape(shape)
     counts = torch.from_numpy(unpack_symbols(payload[:head], k, rows)) + 1
     total = int(counts.sum())
     if meta.get("values") != total:
         raise CodecError(f"corrupt row_codebook: the row sizes add up to {total} values, "
                          f"the header says {meta.get('values')!r}")
-    value_bytes = torch.empty(0, dtype=getattr(torch, meta.get("stored_dtype", dtype))
-                              ).element_size()
     middle = head + total * value_bytes
     _expect(payload, middle + _packed_symbols_nbytes(k, count),
             f"row_codebook of {rows} rows, {total} values and {count} indices of base {k}")
