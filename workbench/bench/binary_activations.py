@@ -27,7 +27,7 @@ XNOR_PAPER = {"bwn": "BWN 9.88 % err, BinaryConnect net (XNOR-Net sec. 4.2)",
               "xnor": "XNOR 10.17 % err, BinaryConnect net (XNOR-Net sec. 4.2)"}
 HORQ_PAPER = "HORQ: accuracy rises with order (Li et al. 2017, MNIST / CIFAR tables)"
 
-FULL = {"bnn_mnist": dict(images=60000, epochs=4, lr=0.003, batch_size=100),
+FULL = {"bnn_mnist": dict(images=60000, epochs=8, lr=0.003, batch_size=100),
         "cifar": dict(images=5000, epochs=2, lr=0.001, batch_size=64),
         "horq": dict(images=5000, epochs=1, lr=0.001, batch_size=64)}
 SMOKE = {"bnn_mnist": dict(images=256, epochs=1, lr=0.003, batch_size=64),

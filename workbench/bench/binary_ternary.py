@@ -25,25 +25,20 @@ from torch import nn
 
 TWN_PAPER = "TWN arXiv 1605.04711 Table 2, LeNet-5: float 99.41, TWN 99.35, BWN 99.05 %"
 TTQ_PAPER = "TTQ authors' README (czhu95/ternarynet): ResNet-20 8.23 -> 8.87 % error"
-TTQ_TRAIN = 12800      # training images per TTQ epoch in the full run (CPU budget)
+TTQ_TRAIN = 50000      # training images per TTQ epoch in the full run (all of them)
 TTQ_EPOCHS = 2
 LENET_EPOCHS = 2
 
 
-class BinaryWeight(nn.Module):
-    """Parametrization for the binary baseline: ``core.binarize`` forward, identity gradient."""
-
-    def forward(self, w):
-        from ..binary.core import binarize
-        return binarize(w.detach(), per_channel=True) + (w - w.detach())   # exact, STE
-
-
 def binary_weights(model, data, epochs: int, lr: float, seed: int = 0):
-    """Every Conv2d / Linear layer binary (BWN scale), STE fine-tuning as TWN's, folded."""
+    """Every Conv2d / Linear layer binary (``core.BinaryWeight("ste")``: BWN's per-channel
+    mean|W| scale), fine-tuned with the identity straight-through gradient as TWN is, folded."""
+    from ..binary.core import BinaryWeight
+    from ..method import clone_model
     from ..quantize.core import fold, quantize_weights
     from ..train import Recipe, fit
-    model = __import__("copy").deepcopy(model)
-    quantize_weights(model, lambda name, m: BinaryWeight())
+    model = clone_model(model)
+    quantize_weights(model, lambda name, m: BinaryWeight("ste"))
     if epochs:
         fit(model, data, Recipe(epochs=epochs, lr=lr, weight_decay=1e-4, seed=seed))
     return fold(model.eval())
