@@ -188,7 +188,8 @@ def test_choice_follows_the_attributes_not_the_names(registry):
     codec.encode_tensor(with_zeros + 1, ("dense", "spy_sparse"), layout={"order": "col"})
     assert len(calls) == 1
     # a lower bound that cannot win: never encoded once a smaller payload is known
-    codec.register(codec.Format("spy_big", spy, codec.FORMATS["dense"].decode, kind="structured",
+    # (structured formats are tried first: this one is sparse, tried after dense)
+    codec.register(codec.Format("spy_big", spy, codec.FORMATS["dense"].decode, kind="sparse",
                                 default=False, lower_bound=lambda nnz, rows, vb: 10 ** 9))
     codec.encode_tensor(with_zeros, ("dense", "spy_big"))
     assert len(calls) == 1
@@ -196,3 +197,29 @@ def test_choice_follows_the_attributes_not_the_names(registry):
     assert "spy_sparse" not in codec.DEFAULT_FORMATS
     codec.encode_tensor(with_zeros)
     assert len(calls) == 1
+
+
+def test_the_choice_is_the_smallest_payload_whatever_order_formats_are_tried_in():
+    """Structured formats are tried first so that lower bounds can skip the costly ones; the
+    result must still be what trying every format gives: the smallest, the earlier on a tie."""
+    from workbench import zoo
+    from workbench.binary import core
+    w = zoo.pretrained("lenet300").net[3].weight.detach() if "lenet300" in zoo.manifest() \
+        else torch.randn(100, 300)
+    alpha = w.abs().mean()
+    pruned = w * (w.abs() > w.abs().quantile(0.9))
+    tensors = {"float": w, "binary": core.binarize(w), "pruned": pruned,
+               "pruned fp16": pruned.half().float(),
+               "ternary": alpha * ((w > 0.7 * alpha).float() - (w < -0.7 * alpha).float())}
+    names = list(codec.FORMATS)
+    for label, t in tensors.items():
+        sizes = {}
+        for name in codec.DEFAULT_FORMATS:
+            if "hinted" in codec.FORMATS[name].kind:
+                continue
+            try:
+                sizes[name] = codec.encode_tensor(t, (name,))[1]["nbytes"]
+            except ValueError:
+                pass
+        expected = min(sizes, key=lambda n: (sizes[n], names.index(n)))
+        assert codec.encode_tensor(t)[1]["format"] == expected, label

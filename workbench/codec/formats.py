@@ -148,8 +148,13 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
     value_bytes = torch.empty(0, dtype=getattr(torch, as_dtype) if as_dtype else tensor.dtype
                               ).element_size()
     best = None
-    for fmt in _candidates(tensor, formats, hint):
-        if best and fmt.lower_bound(nnz, rows, value_bytes) >= len(best[0]):
+    order = list(FORMATS)           # registration order: the earlier wins a tie
+    candidates = _candidates(tensor, formats, hint)
+    # Structured formats (1-bit, ternary, powers of two) are cheap to try and, when the tensor
+    # has their structure, small: trying them first lets the lower bounds skip the costly
+    # sparse layouts. The choice is still the smallest payload, the earlier format on a tie.
+    for fmt in sorted(candidates, key=lambda f: "structured" not in f.kind):
+        if best and _cannot_win(fmt, fmt.lower_bound(nnz, rows, value_bytes), best, order):
             continue
         try:
             payload, meta = fmt.encode(tensor, as_dtype, **_options(fmt, hint, layout))
@@ -159,7 +164,8 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
             meta["stored_dtype"] = as_dtype
         if "hinted" in fmt.kind and not _round_trips(tensor, fmt, payload, meta):
             continue
-        if best is None or len(payload) < len(best[0]):
+        if best is None or (len(payload), order.index(fmt.name)) < \
+                (len(best[0]), order.index(best[1]["format"])):
             best = payload, {"format": fmt.name, **meta}
     if best is None:
         raise ValueError(f"none of the formats {list(formats)} holds this {tensor.dtype} tensor "
@@ -167,6 +173,13 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
     payload, meta = best
     return payload, {"dtype": str(tensor.dtype).removeprefix("torch."),
                      "shape": list(tensor.shape), "nbytes": len(payload), **meta}
+
+
+def _cannot_win(fmt: Format, bound: int, best, order: list[str]) -> bool:
+    """Whether a format whose payload takes at least ``bound`` bytes loses to ``best``."""
+    size = len(best[0])
+    return bound > size or (bound == size
+                            and order.index(fmt.name) > order.index(best[1]["format"]))
 
 
 def _round_trips(tensor, fmt: Format, payload, meta) -> bool:
