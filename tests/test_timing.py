@@ -81,7 +81,7 @@ def test_significance_is_the_spread_excluding_one():
     assert timing.Comparison(1.02, (0.97, 1.06), False, **row).display == \
         "no measurable change (IQR 0.97-1.06)"
     assert timing.Comparison(0.8, (0.75, 0.85), True, **row).display == \
-        "0.80x slower (IQR 0.75-0.85)"
+        "1.25x slower (speedup 0.80, IQR 0.75-0.85)"
     assert timing.Comparison(0.98, (0.97, 0.99), False, **row).display == \
         "no measurable change (IQR 0.97-0.99, within 5%)"
 

@@ -89,8 +89,10 @@ class Comparison:
         if not self.significant:
             within = "" if lo <= 1 <= hi else f", within {TOLERANCE:.0%}"
             return f"no measurable change (IQR {lo:.2f}-{hi:.2f}{within})"
-        word = "faster" if self.speedup > 1 else "slower"
-        return f"{self.speedup:.2f}x {word} (IQR {lo:.2f}-{hi:.2f})"
+        if self.speedup > 1:
+            return f"{self.speedup:.2f}x faster (IQR {lo:.2f}-{hi:.2f})"
+        # "0.12x slower" reads as nearly the same speed: say how many times slower it is
+        return f"{1 / self.speedup:.2f}x slower (speedup {self.speedup:.2f}, IQR {lo:.2f}-{hi:.2f})"
 
     def row(self) -> dict:
         return {**asdict(self), "spread": list(self.spread), "display": self.display}
