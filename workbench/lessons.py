@@ -22,7 +22,7 @@ from .measure import html_table, report
 from .method import Method, layers_of
 from .plots import precision_panels, weights_of
 from .train import evaluate, quiet
-from .widgets import Explorer, configure, knobs, sliders_for
+from .widgets import Explorer, interactive_for, knobs, sliders_for
 
 
 def configured(method_id: str, smoke: bool = False, **lesson) -> Method:
@@ -65,9 +65,13 @@ def formats(model) -> list[dict]:
             for t in header["tensors"] if t["name"].endswith("weight")]
 
 
-def show(rows: list[dict]) -> None:
-    """A table of dicts in the notebook."""
-    display(HTML(html_table(rows)))
+SMOKE_BANNER = ("<p><b>Smoke run</b>: small subsets and few epochs, to check that the cell "
+                "runs; these figures are not the lesson's results.</p>")
+
+
+def show(rows: list[dict], smoke: bool = False) -> None:
+    """A table of dicts in the notebook, under a banner in a smoke run."""
+    display(HTML((SMOKE_BANNER if smoke else "") + html_table(rows)))
 
 
 def weight_ratio(report) -> float:
@@ -161,12 +165,4 @@ def explore_binary(method, base, test, data=None, sliders=None, name: str = "bas
     controls = {n: _control(method, n, fixed, True) for n in names}
     for n, value in first.items():
         controls[n].value = value
-    start = configure(method, {n: c.value for n, c in controls.items()}, fixed)
-    continuous = (not start.tags().needs_data) if continuous is None else continuous
-    for control in controls.values():
-        control.continuous_update = continuous
-    keys = {f"knob{i}": n for i, n in enumerate(controls)}
-    widget = w.interactive(lambda **kw: explorer.update(**{keys[k]: v for k, v in kw.items()}),
-                           **{k: controls[n] for k, n in keys.items()})
-    widget.explorer = explorer
-    return widget
+    return interactive_for(explorer, method, controls, fixed, continuous)

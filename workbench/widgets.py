@@ -135,10 +135,16 @@ def explore(method, base, test, data=None, sliders=None, name: str = "base",
     """
     explorer = Explorer(method, base, test, data, name, **fixed)
     controls = sliders_for(method, sliders, continuous=True)
-    start = configure(method, {n: s.value for n, s in controls.items()}, fixed)
+    return interactive_for(explorer, method, controls, fixed, continuous)
+
+
+def interactive_for(explorer, method, controls: dict, fixed: dict, continuous: bool | None):
+    """The ipywidgets ``interactive`` that calls ``explorer.update`` with the controls' values;
+    ``continuous`` None: update while dragging unless the method needs data at its start."""
+    start = configure(method, {n: c.value for n, c in controls.items()}, fixed)
     continuous = (not start.tags().needs_data) if continuous is None else continuous
-    for slider in controls.values():
-        slider.continuous_update = continuous
+    for control in controls.values():
+        control.continuous_update = continuous
     # interactive() passes each control as a keyword: names with dots go through a map.
     keys = {f"knob{i}": n for i, n in enumerate(controls)}
     widget = w.interactive(lambda **kw: explorer.update(**{keys[k]: v for k, v in kw.items()}),
