@@ -26,13 +26,26 @@ CHEAP_ARCHS = ("lenet300", "lenet5", "vgg_small", "resnet20")   # untrained: all
 _MODELS = {arch: untrained(arch, seed=11) for arch in CHEAP_ARCHS}
 
 
+# Each kind of network once: an MLP, a plain CNN, a residual CNN with BatchNorm. VGG-small (a
+# plain CNN with BatchNorm on CIFAR-10) has no kind of layer the three lack, so it only stands in
+# for a method that supports neither LeNet-5 nor ResNet-20 (it cost CI a quarter more time).
+CONTRACT_ARCHS = ("lenet300", "lenet5", "resnet20")
+
+
+def contract_archs(method: Method) -> list[str]:
+    """The zoo networks the contract test runs ``method`` on."""
+    chosen = [a for a in CONTRACT_ARCHS if method.supports(_MODELS[a])]
+    if not {"lenet5", "resnet20"} & set(chosen) and method.supports(_MODELS["vgg_small"]):
+        chosen.append("vgg_small")
+    return chosen
+
+
 def contract_cases():
-    """(method, arch) for every method and each zoo architecture it supports."""
+    """(method, arch) for every method and the zoo architectures it is checked on."""
     cases = []
     for mid, cls in METHOD_ITEMS:
-        method = cls(**cls.smoke)
-        cases += [pytest.param(mid, cls, arch, id=f"{mid}-{arch}") for arch in CHEAP_ARCHS
-                  if method.supports(_MODELS[arch])]
+        cases += [pytest.param(mid, cls, arch, id=f"{mid}-{arch}")
+                  for arch in contract_archs(cls(**cls.smoke))]
     return cases
 
 
