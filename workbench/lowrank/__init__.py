@@ -13,8 +13,8 @@
 Every factorized or replaced layer is a registered module with its constructor arguments in
 ``config``, so the codec stores the factors and ``measure`` counts what really runs.
 """
-from . import matrix
+from . import matrix, tensor
 
-METHODS = (matrix.METHODS)
+METHODS = (matrix.METHODS + tensor.METHODS)
 
-__all__ = ["METHODS", "matrix"]
+__all__ = ["METHODS", "matrix", "tensor"]
