@@ -13,8 +13,8 @@
 Every factorized or replaced layer is a registered module with its constructor arguments in
 ``config``, so the codec stores the factors and ``measure`` counts what really runs.
 """
-from . import matrix, tensor
+from . import approx, matrix, sparse, tensor
 
-METHODS = (matrix.METHODS + tensor.METHODS)
+METHODS = (matrix.METHODS + tensor.METHODS + sparse.METHODS + approx.METHODS)
 
-__all__ = ["METHODS", "matrix", "tensor"]
+__all__ = ["METHODS", "approx", "matrix", "sparse", "tensor"]
