@@ -13,8 +13,9 @@
 Every factorized or replaced layer is a registered module with its constructor arguments in
 ``config``, so the codec stores the factors and ``measure`` counts what really runs.
 """
-from . import approx, matrix, sparse, tensor
+from . import approx, circulant, hashing, matrix, sparse, tensor
 
-METHODS = (matrix.METHODS + tensor.METHODS + sparse.METHODS + approx.METHODS)
+METHODS = (matrix.METHODS + tensor.METHODS + sparse.METHODS + approx.METHODS + hashing.METHODS
+           + circulant.METHODS)
 
-__all__ = ["METHODS", "approx", "matrix", "sparse", "tensor"]
+__all__ = ["METHODS", "approx", "circulant", "hashing", "matrix", "sparse", "tensor"]
