@@ -76,3 +76,23 @@ def test_unknown_slider_is_refused_by_name(lenet300, test_set):
     chain = pipeline.Hybrid()
     with pytest.raises(ValueError, match="quant.kmeans.nope"):
         widgets.explore(chain, lenet300, test_set, sliders=["quant.kmeans.nope"])
+
+
+def test_rank_widget_shows_the_rank_the_method_kept(lenet300, test_set):
+    """Lesson 05's widget: each move factorizes fc1 at the slider's rank; the trail records the
+    rank read from the network (not the slider), the MACs fall with it, and a rank too large to
+    pay leaves fc1 dense (its full rank is then reported)."""
+    from workbench.lessons import explore_rank
+    widget = quietly(lambda: explore_rank(METHODS["lowrank.svd"], lenet300, test_set,
+                                          layer="net.1", sliders=["rank"], rank=30,
+                                          layers=("net.1",)))
+    slider = widget.kwargs_widgets[0]
+    assert type(slider).__name__ == "IntSlider" and slider.value == 30
+    quietly(lambda: setattr(slider, "value", 10))
+    trail = widget.explorer.trail
+    assert [p["rank"] for p in trail] == [30, 10]
+    assert trail[1]["macs"] < trail[0]["macs"] < widget.explorer.base_report.macs
+    assert len(widget.explorer.spectrum) == 300          # fc1 is 300 x 784
+    explorer = widget.explorer
+    dense = METHODS["lowrank.svd"](rank=250, layers=("net.1",)).apply(lenet300)
+    assert explorer.kept_rank(dense) == 300              # 250 * 1084 > 300 * 784: stays dense

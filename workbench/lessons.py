@@ -6,6 +6,8 @@ the network with one table row (bits, real file bytes, accuracy, seconds).
 Lesson 04: ``precision(model, data)``, the operations per image by precision;
 ``explore_binary``, ``explore`` with those operations, the share of zero weights and on/off
 knobs (a Flag or Choice field becomes a drop-down).
+Lesson 05: ``explore_rank``, ``explore`` with a layer's singular value spectrum and the rank
+kept.
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import time
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
+import torch
 from IPython.display import HTML, display
 
 from . import METHODS, codec
 from .domains import Choice, Flag, domain_of
 from .measure import html_table, report
 from .method import Method, layers_of
-from .plots import precision_panels, weights_of
+from .plots import precision_panels, spectrum_panels, weights_of
 from .train import evaluate, quiet
 from .widgets import Explorer, interactive_for, knobs, sliders_for
 
@@ -163,6 +166,58 @@ def explore_binary(method, base, test, data=None, sliders=None, name: str = "bas
     explorer = PrecisionExplorer(method, base, test, data, name, mark=mark,
                                  mark_label=mark_label, **fixed)
     controls = {n: _control(method, n, fixed, True) for n in names}
+    for n, value in first.items():
+        controls[n].value = value
+    return interactive_for(explorer, method, controls, fixed, continuous)
+
+
+class SpectrumExplorer(Explorer):
+    """``widgets.Explorer`` for lesson 05's rank widget: the table shows accuracy, parameters,
+    bytes and MACs; the left panel the singular values of one layer of the base network with
+    the rank the method kept there, the right panel accuracy and MACs against the knob."""
+
+    def __init__(self, *args, layer: str, mark=None, mark_label: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer, self.mark, self.mark_label = layer, mark, mark_label
+        weight = self.base.get_submodule(layer).weight.detach()
+        self.spectrum = torch.linalg.svdvals(weight.flatten(1).double()).float()  # once
+
+    def kept_rank(self, model) -> int:
+        """The rank the method gave ``self.layer`` (its full rank if it left it dense)."""
+        module = model.get_submodule(self.layer)
+        config = getattr(module, "config", {})
+        return int(config.get("rank", len(self.spectrum)))
+
+    def update(self, **values):
+        start = time.perf_counter()
+        model, result, ratios = self.compute(**values)
+        rank = self.kept_rank(model)
+        self.trail[-1]["rank"] = rank
+        keep = ("name", "accuracy", "params", "bytes", "macs")
+        rows = [{k: r.row()[k] for k in keep} for r in (self.base_report, result)]
+        rows[1][f"rank of {self.layer}"] = rank
+        display(HTML(html_table(rows)))
+        display(HTML("<b>ratios to base</b> (x smaller / fewer): "
+                     + ", ".join(f"{k} {v}" for k, v in ratios.items() if k != "name")))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+        spectrum_panels(left, right, self.spectrum, rank, self.layer, self.trail,
+                        next(iter(values)), self.base_report, self.mark, self.mark_label)
+        plt.show()
+        plt.close(fig)
+        self.seconds.append(time.perf_counter() - start)
+
+
+def explore_rank(method, base, test, layer: str, data=None, sliders=None, name: str = "base",
+                 mark=None, mark_label: str = "", continuous: bool | None = None, **fixed):
+    """``widgets.explore`` for lesson 05 (a method class whose layers keep their rank in
+    ``config["rank"]``, e.g. ``lowrank.svd``): the singular value spectrum of ``layer`` with
+    the rank kept, accuracy and MACs against the knob; ``mark`` draws the paper's setting.
+    The returned widget has ``.explorer`` (trail, update times) like ``explore``'s."""
+    names = list(sliders) if sliders else list(knobs(method))[:1]
+    first = {n: fixed.pop(n) for n in names if n in fixed}
+    explorer = SpectrumExplorer(method, base, test, data, name, layer=layer, mark=mark,
+                                mark_label=mark_label, **fixed)
+    controls = sliders_for(method, names, True)
     for n, value in first.items():
         controls[n].value = value
     return interactive_for(explorer, method, controls, fixed, continuous)

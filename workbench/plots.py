@@ -193,3 +193,35 @@ def precision_panels(left, right, base_weights: torch.Tensor, weights: torch.Ten
         twin.set_ylabel("zero weights (%)", color="C1")
         twin.set_ylim(0, 100)
     right.legend(fontsize=7)
+
+
+def spectrum_panels(left, right, spectrum: torch.Tensor, rank: int, layer: str,
+                    trail: list[dict], knob: str, base_report, mark=None, mark_label: str = ""):
+    """Lesson 05's rank widget: ``left``, a layer's singular values (log scale), the kept ones
+    solid and the dropped tail shaded, with the share of the squared spectrum (the energy) a
+    rank cut keeps; ``right``, accuracy against the knob over the points visited, and the MAC
+    ratio to the base on a second axis."""
+    s = spectrum.numpy()
+    index = np.arange(1, len(s) + 1)
+    left.semilogy(index[:rank], s[:rank], color="C0", label=f"kept: rank {rank}")
+    if rank < len(s):
+        left.semilogy(index[rank:], s[rank:], color="0.6", label="dropped")
+        left.fill_between(index[rank:], s[rank:], s[-1], color="0.85")
+    energy = float((spectrum[:rank] ** 2).sum() / (spectrum ** 2).sum())
+    left.axvline(rank, color="k", ls=":")
+    left.set_title(f"{layer}: singular values ({100 * energy:.1f}% of the energy kept)",
+                   fontsize=9)
+    left.set_xlabel("index")
+    left.legend(fontsize=7)
+    trail = sorted(trail, key=lambda r: r[knob])
+    xs = [r[knob] for r in trail]
+    right.plot(xs, [r["accuracy"] for r in trail], "o-", ms=3, label="accuracy")
+    right.axhline(base_report.accuracy, color="0.5", ls="--", label="dense base")
+    if mark is not None:
+        right.axvline(mark, color="k", ls=":", label=mark_label or f"{knob} = {mark}")
+    right.set_xlabel(knob)
+    right.set_ylabel("accuracy")
+    twin = right.twinx()
+    twin.plot(xs, [base_report.macs / r["macs"] for r in trail], "s--", color="C1", ms=3)
+    twin.set_ylabel("x fewer MACs", color="C1")
+    right.legend(fontsize=7, loc="lower right")

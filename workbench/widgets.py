@@ -75,7 +75,7 @@ class Explorer:
         result = report(model, self.test, name=method.id, latency=False)
         ratios = result.compare(self.base_report)
         self.trail.append({**values, "accuracy": result.accuracy, "bytes": result.bytes,
-                           "effective_macs": result.effective_macs})
+                           "macs": result.macs, "effective_macs": result.effective_macs})
         return model, result, ratios
 
     def update(self, **values):

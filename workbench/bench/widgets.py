@@ -6,7 +6,8 @@ prune.magnitude on LeNet-300-100 with 2,000 test images. Target: p95 under 0.5 s
 Lesson 04's widgets (issue 10: every widget of the lesson for a method that does not retrain
 updates within 0.5 s, p95) are rows too: ``LESSON04`` holds their settings, which the notebook
 imports, so that the bench times what the lesson shows (``lessons.explore_binary`` on
-LeNet-300-100, the same 2,000 test images).
+LeNet-300-100, the same 2,000 test images). So is lesson 05's rank widget (``LESSON05``,
+``lessons.explore_rank`` of ``lowrank.svd``; issue 11: p95 under 0.5 s).
 """
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ LESSON04 = {
                     "mark": 0.7, "mark_label": "TWN's c = 0.7", "fixed": {"epochs": 0}},
     "binary.sketch": {"knob": "tensors", "values": [1, 2, 3, 4, 5, 6],
                       "fixed": {"quantize_ends": True}},
+}
+
+# Lesson 05's rank widget (issue 11: p95 under 0.5 s): ``lessons.explore_rank`` of
+# ``lowrank.svd`` on LeNet-300-100, fc1 and fc2 at the slider's rank (the 10 x 100 head would not
+# shrink), fc1's spectrum drawn; the line is the rank at which fc1 alone has half its MACs,
+# 784 * 300 / (2 * (784 + 300)).
+LESSON05 = {
+    "lowrank.svd": {"knob": "rank", "values": list(range(1, 129)), "layer": "net.1",
+                    "mark": 108, "mark_label": "fc1 at half its MACs (k = 108)",
+                    "fixed": {"layers": ("net.1", "net.3")}},
 }
 
 
@@ -66,7 +77,7 @@ def rows(smoke: bool = False) -> list[dict]:
     timing = time_updates(Magnitude, zoo.pretrained("lenet300"), test,
                           [float(v) for v in values], name="lenet300")
     out = [{"bench": "widget update, prune.magnitude, lenet300, 2000 images", **timing}]
-    return out + lesson04_rows(smoke, test)
+    return out + lesson04_rows(smoke, test) + lesson05_rows(smoke, test)
 
 
 def lesson04_values(spec: dict, count: int, seed: int = 0) -> list:
@@ -93,6 +104,24 @@ def lesson04_rows(smoke: bool, test) -> list[dict]:
         timing = time_updates(METHODS[method_id], base, test, values[1:], name="lenet300",
                               make=lambda *a, spec=spec, **k: explore_binary(
                                   *a, sliders=[spec["knob"]], mark=spec.get("mark"), **k),
+                              **{spec["knob"]: values[0], **spec["fixed"]})
+        out.append({"bench": f"widget update, {method_id} ({spec['knob']}), lenet300, "
+                             f"{len(test)} images", **timing})
+    return out
+
+
+def lesson05_rows(smoke: bool, test) -> list[dict]:
+    """Lesson 05's rank widget on LeNet-300-100, as the lesson builds it."""
+    from .. import METHODS, zoo
+    from ..lessons import explore_rank
+    base = zoo.pretrained("lenet300")
+    out = []
+    for method_id, spec in LESSON05.items():
+        values = lesson04_values(spec, 6 if smoke else 40)
+        timing = time_updates(METHODS[method_id], base, test, values[1:], name="lenet300",
+                              make=lambda *a, spec=spec, **k: explore_rank(
+                                  *a, layer=spec["layer"], sliders=[spec["knob"]],
+                                  mark=spec["mark"], mark_label=spec["mark_label"], **k),
                               **{spec["knob"]: values[0], **spec["fixed"]})
         out.append({"bench": f"widget update, {method_id} ({spec['knob']}), lenet300, "
                              f"{len(test)} images", **timing})
