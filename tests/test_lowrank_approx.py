@@ -206,3 +206,15 @@ def test_file_is_smaller_and_round_trips(vgg):
     with pytest.raises(ValueError, match="bits"):
         Frequency(bits=1)
     assert not Frequency().supports(zoo.pretrained("lenet300"))
+
+
+def test_grid_rate_is_the_lattice_rate_and_a_rate_it_cannot_skip_is_refused():
+    """A grid skips 1 - 1/(row step x column step) of the positions: the settings say which
+    share runs, and a rate that rounds to "skip nothing" is refused rather than run dense."""
+    assert Perforation(rate=0.6).settings()["rate used"] == 0.5
+    assert Perforation(rate=0.7).settings()["rate used"] == 0.75
+    assert "rate used" not in Perforation(rate=0.6, strategy="uniform").settings()
+    Perforation(rate=0.0)                         # no perforation: allowed, the dense layer
+    with pytest.raises(ValueError, match="rounds to 0.*strategy='uniform'"):
+        Perforation(rate=0.2)
+    Perforation(rate=0.2, strategy="uniform")     # any rate

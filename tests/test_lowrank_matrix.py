@@ -242,3 +242,13 @@ def test_channel_needs_data_and_checks_its_settings(lenet5):
     for bad in ({"by": "variance"}, {"energy": 1.5}, {"rank": 0}, {"positions": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             Channel(**bad)
+
+
+def test_a_named_layer_that_would_not_shrink_is_refused():
+    """LeNet-300-100's 10 x 100 head at rank 20 would hold 2,200 weights for 1,000: named
+    explicitly, it is an error, not a silent no-op; left to the method, it stays dense."""
+    base = zoo.pretrained("lenet300")
+    with pytest.raises(ValueError, match=r"\['net.5'\] would not shrink"):
+        SVD(rank=20, layers=("net.5",)).apply(base)
+    out = SVD(rank=20).apply(base)
+    assert isinstance(out.net[5], torch.nn.Linear)

@@ -59,6 +59,7 @@ from .approx_tensors import (
     gathered_conv2d,
     grid_conv2d,
     grid_positions,
+    lattice_steps,
     nearest_in,
     nearest_kept,
     quantize_uniform,
@@ -176,7 +177,8 @@ class Perforation(TrainingMethod):
     reference = ("Figurnov, Ibraimova, Vetrov, Kohli 2016, PerforatedCNNs: Acceleration "
                  "through Elimination of Redundant Convolutions")
     requires = "a Conv2d (groups 1, zero padding) with more than one output position"
-    sliders = {"rate": (0.0, 0.9, 0.05)}
+    # "grid" skips 1/2, 3/4, 5/6, 8/9 ... (a lattice): the slider stays where every value skips
+    sliders = {"rate": (0.5, 0.95, 0.05)}
     smoke = {"rate": 0.5, "epochs": 0}
     effects = ("fewer_macs", "different_outputs")
 
@@ -185,6 +187,24 @@ class Perforation(TrainingMethod):
     layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: every conv
     epochs: int = 0
     lr: float = 0.01
+
+    def validate(self):
+        # a grid rounds the rate to its lattice: below 1/4 that is "skip nothing", which would
+        # be a dense layer under another name
+        if self.strategy == "grid" and 0 < self.rate and self.grid_rate() == 0:
+            raise ValueError(f"Perforation.rate={self.rate} with strategy='grid': a lattice "
+                             "skips 0, 1/2, 3/4, 5/6, 8/9 ... of the positions, and this rate "
+                             "rounds to 0; allowed: a rate of at least 0.25, or "
+                             "strategy='uniform' for any rate")
+
+    def grid_rate(self) -> float:
+        """The share of positions the grid really skips (the lattice nearest ``rate``)."""
+        row_step, col_step = lattice_steps(self.rate)
+        return 1 - 1 / (row_step * col_step)
+
+    def settings(self):
+        used = {"rate used": round(self.grid_rate(), 4)} if self.strategy == "grid" else {}
+        return {**super().settings(), **used}
 
     def eligible(self, model: nn.Module) -> list[str]:
         names = [n for n, m in model.named_modules() if _plain_conv(m)]

@@ -30,7 +30,10 @@ extensions are left out.
 What is adapted. Only Linear layers are hashed (the paper's networks are fully connected);
 biases stay dense (the authors' code also hashes them; ours are a few hundred values beside
 thousands of buckets and are counted in every storage figure). Training: HashedNets trains the
-hashed network from scratch (``init="scratch"``), every layer of it; ``init="average"`` instead
+hashed network from scratch; here ``init="scratch"`` draws new random buckets for the hashed
+layers only, while the layers left dense (``layers``) keep the weights they came with, and then
+the whole network is trained (the paper's setting is ``layers=None`` on a fully connected
+network, with no trained layer left to keep); ``init="average"`` instead
 starts each bucket at the mean of xi x W over its entries, the least-squares fit of the dense
 weights, which needs no training (``epochs=0``) and is what a lesson's slider uses.
 
@@ -281,7 +284,8 @@ LAYERS = Optional(Seq(Name(), 1))
 class HashedNets(TrainingMethod):
     """Every chosen Linear layer becomes a HashedLinear keeping ``compression`` of its weights
     as shared buckets (xxHash32 bucket and sign hashes); then the network is trained
-    (``epochs``). ``init="scratch"`` (the paper): new random buckets, trained from scratch;
+    (``epochs``). ``init="scratch"`` (the paper): new random buckets for the hashed layers
+    (layers left dense keep their weights), then trained;
     ``"average"``: each bucket the mean of its signed dense weights (least squares), which
     needs no training. Layer k gets hash seed ``seed + 16 k``."""
     id = "hash.hashednets"

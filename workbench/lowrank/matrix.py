@@ -77,8 +77,9 @@ class _Factorization(TrainingMethod):
 
     by: str = knob("rank", Choice(RANK_RULES))      # which knob sets each layer's rank
     rank: int = knob(16, Int(1, 1 << 20))
-    keep: float = knob(0.25, Real(0.0, 1.0))         # share of each layer's full rank
-    energy: float = knob(0.95, Real(0.0, 1.0))       # share of the spectrum's energy kept
+    # shares above 0: a share of 0 would mean "rank 0", which no layer can have
+    keep: float = knob(0.25, Real(1e-6, 1.0))        # share of each layer's full rank
+    energy: float = knob(0.95, Real(1e-6, 1.0))      # share of the spectrum's energy kept
     layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: all eligible
     epochs: int = 0                                  # fine-tuning after the factorization
     lr: float = 0.01
@@ -134,7 +135,13 @@ class _Factorization(TrainingMethod):
 
     def compress(self, model, data=None):
         with seeded(self.seed):   # new layers draw initial weights (overwritten) from torch's RNG
-            self.factorize(model, data)
+            rows = self.factorize(model, data)
+        # a layer the user named must not come back silently unchanged
+        kept = [r["layer"] for r in rows if self.layers is not None and not r["factorized"]]
+        if kept:
+            raise ValueError(f"{type(self).__name__}.layers: {kept} would not shrink at these "
+                             "settings (the factors would hold as many weights as the layer); "
+                             "choose a lower rank, keep or energy, or leave them out")
         if self.epochs:
             self.fit(model, data, schedule="cosine")
         return model

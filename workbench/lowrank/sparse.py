@@ -158,7 +158,7 @@ class SparseDecomp(TrainingMethod):
     smoke = {"penalty_epochs": 0, "epochs": 0}
     effects = ("fewer_nonzeros", "fewer_macs", "fewer_bytes", "different_outputs")
 
-    sparsity: float = knob(0.9, Real(0.0, 1.0))
+    sparsity: float = knob(0.9, Real(0.0, 0.999))   # 1.0 would zero every kernel
     rank: int | None = knob(None, Optional(Int(1, 1 << 16)))   # None: every input channel
     scope: str = knob("layer", Choice(("layer", "global")))
     l1: float = knob(1e-5, Real(0.0, 1.0))
