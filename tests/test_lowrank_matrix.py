@@ -244,11 +244,13 @@ def test_channel_needs_data_and_checks_its_settings(lenet5):
             Channel(**bad)
 
 
-def test_a_named_layer_that_would_not_shrink_is_refused():
+def test_named_layers_that_would_not_shrink_are_refused():
     """LeNet-300-100's 10 x 100 head at rank 20 would hold 2,200 weights for 1,000: named
-    explicitly, it is an error, not a silent no-op; left to the method, it stays dense."""
+    alone, it is an error, not a silent no-op; named beside fc1, or left to the method, it
+    stays dense and the others are factorized."""
     base = zoo.pretrained("lenet300")
-    with pytest.raises(ValueError, match=r"\['net.5'\] would not shrink"):
+    with pytest.raises(ValueError, match=r"none of \['net.5'\] would shrink"):
         SVD(rank=20, layers=("net.5",)).apply(base)
-    out = SVD(rank=20).apply(base)
-    assert isinstance(out.net[5], torch.nn.Linear)
+    for out in (SVD(rank=20).apply(base), SVD(rank=20, layers=("net.1", "net.5")).apply(base)):
+        assert isinstance(out.net[5], torch.nn.Linear)
+        assert isinstance(out.net[1], LowRankLinear)

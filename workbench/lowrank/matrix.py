@@ -136,12 +136,12 @@ class _Factorization(TrainingMethod):
     def compress(self, model, data=None):
         with seeded(self.seed):   # new layers draw initial weights (overwritten) from torch's RNG
             rows = self.factorize(model, data)
-        # a layer the user named must not come back silently unchanged
-        kept = [r["layer"] for r in rows if self.layers is not None and not r["factorized"]]
-        if kept:
-            raise ValueError(f"{type(self).__name__}.layers: {kept} would not shrink at these "
-                             "settings (the factors would hold as many weights as the layer); "
-                             "choose a lower rank, keep or energy, or leave them out")
+        # the layers the user named must not all come back silently unchanged (a slider may
+        # push one of several past its break-even rank: that one stays dense, see plan())
+        if self.layers is not None and not any(r["factorized"] for r in rows):
+            raise ValueError(f"{type(self).__name__}.layers: none of {list(self.layers)} would "
+                             "shrink at these settings (the factors would hold as many weights "
+                             "as the layer); choose a lower rank, keep or energy")
         if self.epochs:
             self.fit(model, data, schedule="cosine")
         return model
