@@ -94,5 +94,5 @@ def test_rank_widget_shows_the_rank_the_method_kept(lenet300, test_set):
     assert trail[1]["macs"] < trail[0]["macs"] < widget.explorer.base_report.macs
     assert len(widget.explorer.spectrum) == 300          # fc1 is 300 x 784
     explorer = widget.explorer
-    dense = METHODS["lowrank.svd"](rank=250, layers=("net.1",)).apply(lenet300)
+    dense = METHODS["lowrank.svd"](rank=250).apply(lenet300)
     assert explorer.kept_rank(dense) == 300              # 250 * 1084 > 300 * 784: stays dense

@@ -102,7 +102,7 @@ def precision(model, data=None) -> dict:
 
 
 def zero_share(model) -> float:
-    """Share of the Conv2d / Linear weights that are exactly 0."""
+    """Share of the stored weights (``plots.weights_of``) that are exactly 0."""
     flat = weights_of(model)
     return float((flat == 0).float().mean())
 

@@ -17,11 +17,17 @@ HAN_2015 = {
 }
 
 
+NOT_WEIGHTS = ("bias", "running_mean", "running_var")
+
+
 def weights_of(model) -> torch.Tensor:
-    """All Conv2d / Linear weights of a model, masks folded in, as one flat tensor."""
+    """The stored weights of a model as one flat tensor: every Conv2d / Linear weight (masks
+    folded in) and what a replaced layer stores instead (hashed buckets, a circulant's row,
+    DCT coefficients); no biases, no norm parameters or statistics, no integer indices."""
     state = plain_state_dict(model)
     return torch.cat([v.flatten() for k, v in state.items()
-                      if k.endswith("weight") and v.dim() > 1])
+                      if v.is_floating_point() and not k.endswith(NOT_WEIGHTS)
+                      and (v.dim() > 1 or not k.endswith("weight"))])
 
 
 def weight_histogram(ax, before: torch.Tensor, after: torch.Tensor, bins: int = 120):
