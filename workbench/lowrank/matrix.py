@@ -36,35 +36,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..method import (
-    Choice,
-    Int,
-    Name,
-    Optional,
-    Real,
-    Seq,
-    TrainingMethod,
-    check_layer_names,
-    clone_model,
-    knob,
-    layers_of,
-)
+from ..method import (Choice, Int, Name, Optional, Real, Seq, TrainingMethod,
+                      check_layer_names, clone_model, knob, layers_of)
 from ..models import replace_module
 from ..train import seeded
-from .matrix_tensors import (
-    LowRankConv2d,
-    LowRankLinear,
-    SeparableConv2d,
-    channel_factors,
-    conv_matrix,
-    plain_conv,
-    rank_from,
-    response_pca,
-    sampled_responses,
-    separable_matrix,
-    singular_values,
-    svd,
-)
+from .matrix_tensors import (LowRankConv2d, LowRankLinear, SeparableConv2d, channel_factors,
+                             conv_matrix, plain_conv, rank_from, response_pca,
+                             sampled_responses, separable_matrix, singular_values, svd)
 
 RANK_RULES = ("rank", "keep", "energy")
 

@@ -156,6 +156,18 @@ def sampled_responses(model: nn.Module, data, names: list[str], images: int, pos
     return {name: torch.cat(v) for name, v in kept.items()}
 
 
+def load_factors(layer: nn.Module, first_name: str, first: torch.Tensor, second_name: str,
+                 second: torch.Tensor, bias: torch.Tensor | None, dtype) -> nn.Module:
+    """``layer`` with its two child layers' weights set to ``first`` and ``second`` (cast to
+    ``dtype``) and ``bias`` on the second; the layer in ``dtype``."""
+    with torch.no_grad():
+        layer.get_submodule(first_name).weight.copy_(first.to(dtype))
+        layer.get_submodule(second_name).weight.copy_(second.to(dtype))
+        if bias is not None:
+            layer.get_submodule(second_name).bias.copy_(bias.detach().to(dtype))
+    return layer.to(dtype)
+
+
 # ------------------------------------------------------------------ the factorized layers
 
 
@@ -181,13 +193,8 @@ class LowRankLinear(nn.Module):
         bias on ``second``."""
         layer = cls(linear.in_features, linear.out_features, rank, linear.bias is not None)
         left, right = truncated_svd(linear.weight, rank, factors)
-        dtype = linear.weight.dtype
-        with torch.no_grad():
-            layer.first.weight.copy_(right.to(dtype))
-            layer.second.weight.copy_(left.to(dtype))
-            if linear.bias is not None:
-                layer.second.bias.copy_(linear.bias.detach())
-        return layer.to(dtype)
+        return load_factors(layer, "first", right, "second", left, linear.bias,
+                            linear.weight.dtype)
 
     def weight_product(self) -> torch.Tensor:
         return self.second.weight @ self.first.weight
@@ -221,13 +228,7 @@ class LowRankConv2d(nn.Module):
         second (N, r, 1, 1)); ``bias`` None only when ``conv`` has none."""
         layer = cls(conv.in_channels, conv.out_channels, first.shape[0], conv.kernel_size,
                     conv.stride, conv.padding, conv.dilation, bias is not None)
-        dtype = conv.weight.dtype
-        with torch.no_grad():
-            layer.first.weight.copy_(first.to(dtype))
-            layer.second.weight.copy_(second.to(dtype))
-            if bias is not None:
-                layer.second.bias.copy_(bias.to(dtype))
-        return layer.to(dtype)
+        return load_factors(layer, "first", first, "second", second, bias, conv.weight.dtype)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank: int, factors=None) -> "LowRankConv2d":
@@ -269,13 +270,8 @@ class SeparableConv2d(nn.Module):
         layer = cls(conv.in_channels, conv.out_channels, rank, conv.kernel_size, conv.stride,
                     conv.padding, conv.dilation, conv.bias is not None)
         vertical, horizontal = separable_factors(conv.weight, rank)
-        dtype = conv.weight.dtype
-        with torch.no_grad():
-            layer.vertical.weight.copy_(vertical.to(dtype))
-            layer.horizontal.weight.copy_(horizontal.to(dtype))
-            if conv.bias is not None:
-                layer.horizontal.bias.copy_(conv.bias.detach())
-        return layer.to(dtype)
+        return load_factors(layer, "vertical", vertical, "horizontal", horizontal, conv.bias,
+                            conv.weight.dtype)
 
     def kernel(self) -> torch.Tensor:
         return compose_separable(self.vertical.weight, self.horizontal.weight)
