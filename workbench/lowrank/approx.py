@@ -38,33 +38,12 @@ from torch import nn
 
 from ..hooks import probe
 from ..measure import input_shape_of
-from ..method import (
-    Choice,
-    Int,
-    Method,
-    Name,
-    Optional,
-    Real,
-    Seq,
-    TrainingMethod,
-    check_layer_names,
-    knob,
-)
+from ..method import (Choice, Int, Method, Name, Optional, Real, Seq, TrainingMethod,
+                      check_layer_names, knob)
 from ..models import register_module, replace_module
-from .approx_tensors import (
-    cluster_filters,
-    dct2,
-    dct_matrix,
-    energy_mask,
-    gathered_conv2d,
-    grid_conv2d,
-    grid_positions,
-    lattice_steps,
-    nearest_in,
-    nearest_kept,
-    quantize_uniform,
-    uniform_positions,
-)
+from .approx_tensors import (cluster_filters, dct2, dct_matrix, energy_mask, gathered_conv2d,
+                             grid_conv2d, grid_positions, lattice_steps, nearest_in, nearest_kept,
+                             quantize_uniform, uniform_positions)
 
 STRATEGIES = ("grid", "uniform")
 

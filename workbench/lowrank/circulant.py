@@ -39,16 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..method import (
-    Choice,
-    Name,
-    Optional,
-    Seq,
-    TrainingMethod,
-    check_layer_names,
-    knob,
-    layers_of,
-)
+from ..method import (Choice, Name, Optional, Seq, TrainingMethod, check_layer_names, knob,
+                      layers_of)
 from ..models import register_module, replace_module
 from ..train import seeded
 from .hashing import xxh32_pair

@@ -51,18 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..method import (
-    Choice,
-    Int,
-    Name,
-    Optional,
-    Real,
-    Seq,
-    TrainingMethod,
-    check_layer_names,
-    knob,
-    layers_of,
-)
+from ..method import (Choice, Int, Name, Optional, Real, Seq, TrainingMethod, check_layer_names,
+                      knob, layers_of)
 from ..models import register_module, replace_module
 from ..train import seeded
 

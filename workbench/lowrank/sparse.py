@@ -30,18 +30,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import (
-    Choice,
-    Int,
-    Name,
-    Optional,
-    Real,
-    Seq,
-    Tags,
-    TrainingMethod,
-    check_layer_names,
-    knob,
-)
+from ..method import (Choice, Int, Name, Optional, Real, Seq, Tags, TrainingMethod,
+                      check_layer_names, knob)
 from ..models import register_module, replace_module
 from ..prune.magnitude import magnitude_mask
 from ..train import Hook, seeded
