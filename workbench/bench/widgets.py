@@ -92,37 +92,33 @@ def lesson04_values(spec: dict, count: int, seed: int = 0) -> list:
     return out
 
 
-def lesson04_rows(smoke: bool, test) -> list[dict]:
-    """Lesson 04's widgets for the methods that do not retrain, on LeNet-300-100."""
+def lesson_rows(smoke: bool, test, specs: dict, widget) -> list[dict]:
+    """A lesson's widgets (``specs``: method id -> settings, as the lesson builds them), on
+    LeNet-300-100: ``widget(method, base, test, spec, **settings)`` makes one."""
     from .. import METHODS, zoo
-    from ..lessons import explore_binary
     base = zoo.pretrained("lenet300")
     out = []
-    for method_id, spec in LESSON04.items():
+    for method_id, spec in specs.items():
         values = lesson04_values(spec, 6 if smoke else 40)
         # the slider starts at values[0]: the creation update is not among the timed ones
         timing = time_updates(METHODS[method_id], base, test, values[1:], name="lenet300",
-                              make=lambda *a, spec=spec, **k: explore_binary(
-                                  *a, sliders=[spec["knob"]], mark=spec.get("mark"), **k),
+                              make=lambda *a, spec=spec, **k: widget(*a, spec=spec, **k),
                               **{spec["knob"]: values[0], **spec["fixed"]})
         out.append({"bench": f"widget update, {method_id} ({spec['knob']}), lenet300, "
                              f"{len(test)} images", **timing})
     return out
+
+
+def lesson04_rows(smoke: bool, test) -> list[dict]:
+    """Lesson 04's widgets for the methods that do not retrain."""
+    from ..lessons import explore_binary
+    return lesson_rows(smoke, test, LESSON04, lambda *a, spec, **k: explore_binary(
+        *a, sliders=[spec["knob"]], mark=spec.get("mark"), **k))
 
 
 def lesson05_rows(smoke: bool, test) -> list[dict]:
-    """Lesson 05's rank widget on LeNet-300-100, as the lesson builds it."""
-    from .. import METHODS, zoo
+    """Lesson 05's rank widget."""
     from ..lessons import explore_rank
-    base = zoo.pretrained("lenet300")
-    out = []
-    for method_id, spec in LESSON05.items():
-        values = lesson04_values(spec, 6 if smoke else 40)
-        timing = time_updates(METHODS[method_id], base, test, values[1:], name="lenet300",
-                              make=lambda *a, spec=spec, **k: explore_rank(
-                                  *a, layer=spec["layer"], sliders=[spec["knob"]],
-                                  mark=spec["mark"], mark_label=spec["mark_label"], **k),
-                              **{spec["knob"]: values[0], **spec["fixed"]})
-        out.append({"bench": f"widget update, {method_id} ({spec['knob']}), lenet300, "
-                             f"{len(test)} images", **timing})
-    return out
+    return lesson_rows(smoke, test, LESSON05, lambda *a, spec, **k: explore_rank(
+        *a, layer=spec["layer"], sliders=[spec["knob"]], mark=spec["mark"],
+        mark_label=spec["mark_label"], **k))
