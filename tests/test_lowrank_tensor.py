@@ -5,6 +5,8 @@ rank for VBMF, and measure's MAC count for the cost formulas. Trained kernels of
 VGG-small and ResNet-20, since random kernels are nearly full-rank."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -247,3 +249,29 @@ def test_layer_choice_and_bad_settings(vgg):
     with pytest.raises(ValueError, match="ranks_by"):
         T.Tucker(ranks_by="svd")
     assert not T.Tucker().supports(zoo.pretrained("lenet300"))
+
+
+@pytest.mark.parametrize("make, cost", [
+    (lambda s: T.Tucker(epochs=0, ranks_by="ratio", rank_ratio=0.5, min_saving=s),
+     lambda m, conv: tt.tucker_cost(conv, *m.ranks(conv.weight.detach()))),
+    (lambda s: T.CP(epochs=0, rank_ratio=0.25, iterations=1, min_saving=s),
+     lambda m, conv: tt.cp_cost(conv, math.ceil(0.25 * conv.out_channels)))],
+    ids=["tucker", "cp"])
+def test_min_saving_keeps_the_layers_whose_chain_saves_too_little(vgg, make, cost):
+    """A layer is decomposed exactly when its chain costs at most (1 - min_saving) of it:
+    VGG-small's first conv (3 input channels) saves little and stays dense by default."""
+    for saving in (0.0, 0.25, 0.7):
+        method = make(saving)
+        out = method.apply(vgg)
+        for name in method.candidates(vgg):
+            conv = vgg.get_submodule(name)
+            share = cost(method, conv) / tt.dense_cost(conv)
+            replaced = not isinstance(out.get_submodule(name), nn.Conv2d)
+            assert replaced == (share <= 1 - saving and share < 1), (saving, name, share)
+    first = vgg.get_submodule("features.0")
+    tucker = T.Tucker(epochs=0, ranks_by="ratio", rank_ratio=0.5)
+    assert 0.75 < tt.tucker_cost(first, *tucker.ranks(first.weight)) / tt.dense_cost(first) < 1
+    assert isinstance(tucker.apply(vgg).get_submodule("features.0"), nn.Conv2d)
+    for bad in (-0.1, 1.0, "x"):
+        with pytest.raises(ValueError, match="min_saving"):
+            make(bad)

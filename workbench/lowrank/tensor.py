@@ -20,8 +20,8 @@ What we chose and why:
 
 - Tucker-2 is computed by one-pass HOSVD (an SVD of each channel unfolding, the core by
   projection), in torch, not with tensorly's ``partial_tucker``: that is iterative (HOOI), and
-  on trained-size kernels it took seconds to a minute per layer where HOSVD takes milliseconds
-  (FIELD-NOTES). The network is fine-tuned after anyway, and HOSVD's fit is close to the
+  on trained-size kernels it is orders of magnitude slower than one pass (FIELD-NOTES has the
+  times). The network is fine-tuned after anyway, and HOSVD's fit is close to the
   iterative one: the tests bound it against tensorly's ``partial_tucker`` error, and compare
   our factors with tensorly's reconstruction (``multi_mode_dot``).
 - CP is fitted by our own alternating least squares (``tensor_tensors.cp_als``, SVD start,
@@ -33,16 +33,20 @@ What we chose and why:
   group-sparse decomposition; we fix the block structure and fit it directly by alternating
   least squares from a greedy HOSVD start (each block the Tucker-2 of what the earlier ones
   leave), every step an exact least-squares update, so the error never grows.
-- A layer is decomposed only if the chain costs fewer multiplications than the layer
-  (a 1x1 before a strided core runs at the input's resolution, and is counted so); grouped
-  and 1x1 convolutions are left as they are. (The first convolution of a CIFAR network, with
-  3 input channels, gains little.)
+- A layer is decomposed only if its chain costs at most ``1 - min_saving`` of the layer's
+  multiplications (a 1x1 before a strided core runs at the input's resolution, and is counted
+  so); grouped and 1x1 convolutions are left as they are. A chain is several convolutions, each
+  reading and writing its activations, so a chain that saves a few MACs runs slower than the
+  layer it replaces: the first convolution of a CIFAR network (3 input channels) is the usual
+  case, and stays dense at the default ``min_saving``.
 
 Speed: the chains' 1x1 and depthwise convolutions do few multiplications per byte they read,
-so on a CPU their time falls less than their MACs do; at batch 1 the depthwise kx1 / 1xk
-passes of CP can cost more than the dense convolution they replace.
-``python -m workbench bench lowrank_tensor`` times every layer against its chain, stage by
-stage.
+so on a CPU their time falls less than their MACs do. In torch's default NCHW layout oneDNN
+also converts each convolution's input and output to its own blocked layout and back, a cost
+set by the activations, not the MACs, paid once per convolution of the chain; with the network
+and its input in ``torch.channels_last`` those conversions go away. Time a decomposed network
+against the dense one in the same layout. ``python -m workbench bench lowrank_tensor`` times
+both layouts, and every layer against its chain, stage by stage.
 """
 from __future__ import annotations
 
@@ -168,6 +172,8 @@ def eligible(module: nn.Module) -> bool:
 class _Decomposition(TrainingMethod):
     """Shared by the three: which layers, the fine-tuning, the record of the fits."""
     layers: tuple | None = knob(None, Optional(Seq(Name(), 1)))
+    # the share of a layer's MACs its chain must save for the layer to be decomposed
+    min_saving: float = knob(0.25, Real(0.0, 0.99))
     epochs: int = 2
     lr: float = 0.01
     weight_decay: float = 5e-4
@@ -186,6 +192,12 @@ class _Decomposition(TrainingMethod):
         if wrong:
             raise ValueError(f"{type(self).__name__}.layers: {wrong} are not dense kxk "
                              "convolutions (groups=1, kernel larger than 1x1, zero padding)")
+
+    def worth(self, chain_cost: int, conv: nn.Conv2d) -> bool:
+        """Whether a chain of ``chain_cost`` multiplications per output pixel saves enough of
+        ``conv``'s to replace it (``min_saving``; never a chain that costs as much)."""
+        dense = dense_cost(conv)
+        return chain_cost < dense and chain_cost <= (1 - self.min_saving) * dense
 
     def decompose(self, conv: nn.Conv2d) -> tuple[nn.Module, dict] | None:
         """The replacement of ``conv`` and what to record, or None to keep it."""
@@ -213,7 +225,7 @@ class _Decomposition(TrainingMethod):
 class Tucker(_Decomposition):
     """Tucker-2 of every dense kxk convolution (1x1 -> core kxk -> 1x1), by HOSVD, ranks by
     VBMF (Kim et al.), by energy share or as a fraction of the channels; then fine-tuned.
-    A layer whose chain would cost as much as the layer is kept."""
+    A layer whose chain would not save ``min_saving`` of its MACs is kept."""
     id = "lowrank.tucker"
     reference = ("Kim, Park, Yoo, Choi, Yang, Shin 2016, Compression of Deep Convolutional "
                  "Neural Networks for Fast and Low Power Mobile Applications")
@@ -247,7 +259,7 @@ class Tucker(_Decomposition):
     def decompose(self, conv):
         w = conv.weight.detach()
         r_out, r_in = self.ranks(w)
-        if tucker_cost(conv, r_out, r_in) >= dense_cost(conv):
+        if not self.worth(tucker_cost(conv, r_out, r_in), conv):
             return None
         core, u, v = tucker2(w, r_out, r_in)
         layer = Tucker2Conv.from_factors(conv, core[None], u[None], v[None])
@@ -259,7 +271,8 @@ class Tucker(_Decomposition):
 class CP(_Decomposition):
     """Rank-R CP of every dense kxk convolution as four convolutions (1x1, kx1 depthwise, 1xk
     depthwise, 1x1), fitted by ALS, then fine-tuned (Lebedev et al.).
-    R = ceil(rank_ratio x out_channels); a layer whose chain would cost as much is kept."""
+    R = ceil(rank_ratio x out_channels); a layer whose chain would not save ``min_saving`` of
+    its MACs is kept."""
     id = "lowrank.cp"
     reference = ("Lebedev, Ganin, Rakhuba, Oseledets, Lempitsky 2015, Speeding-up "
                  "Convolutional Neural Networks Using Fine-tuned CP-Decomposition")
@@ -270,14 +283,14 @@ class CP(_Decomposition):
 
     rank_ratio: float = knob(0.5, Real(0.01, 8.0))
     iterations: int = knob(100, Int(1, 10000))      # ALS sweeps at most
-    # CP factors are badly conditioned: in a trial on VGG-small, fine-tuning at the Tucker
-    # rate (0.01) lowered the accuracy; Lebedev et al. also fine-tune at a small rate
+    # CP factors are badly conditioned: fine-tuning VGG-small at the Tucker rate (0.01) lowered
+    # its accuracy in a trial; Lebedev et al. also fine-tune at a small rate
     lr: float = 0.003
 
     def decompose(self, conv):
         w = conv.weight.detach()
         rank = math.ceil(self.rank_ratio * conv.out_channels)
-        if cp_cost(conv, rank) >= dense_cost(conv):
+        if not self.worth(cp_cost(conv, rank), conv):
             return None
         factors, errors = cp_als(w, rank, self.iterations, seed=self.seed)
         return CPConv.from_factors(conv, factors), {"rank": rank, "error": min(errors),
@@ -308,7 +321,7 @@ class BlockTerm(_Decomposition):
     def decompose(self, conv):
         w = conv.weight.detach()
         r_out, r_in = self.block_ranks(conv)
-        if tucker_cost(conv, r_out, r_in, self.blocks) >= dense_cost(conv):
+        if not self.worth(tucker_cost(conv, r_out, r_in, self.blocks), conv):
             return None
         cores, us, vs, errors = block_term(w, self.blocks, r_out, r_in, self.sweeps)
         return Tucker2Conv.from_factors(conv, cores, us, vs), {
