@@ -10,8 +10,9 @@ from conftest import sample_input, untrained
 
 from workbench import codec, models, train, zoo
 from workbench.method import clone_model
+from workbench.distill.losses import kd_loss
 from workbench.quantize.multibit import (Distill, MultiBit, accuracy_per_width, distinct_values,
-                                         distillation_loss, run_bits, set_bits, switches)
+                                         run_bits, set_bits, switches)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_distill_hook_adds_kl_of_each_lower_width_to_the_top_width(trained):
         p = F.softmax(logits.detach() / 2, 1)
         kl = (p * (p.log() - F.log_softmax(student / 2, 1))).sum(1).mean() * 4
         expected = expected + kl
-        assert torch.isclose(distillation_loss(student, logits, 2.0), kl, atol=1e-6)
+        assert torch.isclose(kd_loss(student, logits, 2.0), kl, atol=1e-6)
     assert torch.isclose(total, expected, atol=1e-5)
     set_bits(model, 4)
 

@@ -133,11 +133,12 @@ TRAIN_DOMAINS = {"epochs": Int(0, 1000), "lr": Real(1e-9, 10.0), "batch_size": I
 
 
 @dataclass
-class TrainingMethod(Method):
+class TrainingBase(Method):
     """A method that trains: the training knobs are declared and checked here, once, and
     training goes through ``train.fit`` (``fit`` below). A subclass changes a default by
     redeclaring the field (``epochs: int = 5``); the domain stays this one.
-    ``train.quiet()`` silences every trainer."""
+    ``train.quiet()`` silences every trainer. Distillation methods derive from this base;
+    methods that retrain the network they are given derive from ``TrainingMethod``."""
     epochs: int = knob(1, TRAIN_DOMAINS["epochs"])
     lr: float = knob(0.01, TRAIN_DOMAINS["lr"])
     batch_size: int = knob(128, TRAIN_DOMAINS["batch_size"])
@@ -154,10 +155,93 @@ class TrainingMethod(Method):
                      weight_decay=self.weight_decay, seed=self.seed)
         return Recipe(**{**knobs, **changes})
 
+    def training_hooks(self) -> list:
+        """Hooks every training run of this method gets (none here)."""
+        return []
+
     def fit(self, model: nn.Module, data, hooks=(), optimizer=None, **changes) -> list[dict]:
         """Train ``model`` in place with ``self.recipe(**changes)`` and ``hooks``."""
         from .train import fit
-        return fit(model, data, self.recipe(**changes), hooks=hooks, optimizer=optimizer)
+        return fit(model, data, self.recipe(**changes),
+                   hooks=[*self.training_hooks(), *hooks], optimizer=optimizer)
+
+
+@dataclass(frozen=True)
+class Teacher(Domain):
+    """Who teaches a retraining: "input" (the network given to ``apply``, before this
+    method changed it) or the name of a zoo network."""
+
+    def check(self, value):
+        from .models import ARCHITECTURES
+        if not isinstance(value, str) or (value != "input" and value not in ARCHITECTURES):
+            raise Invalid
+        return value
+
+    def describe(self):
+        from .models import ARCHITECTURES
+        return f"'input' or a zoo network: {sorted(ARCHITECTURES)}"
+
+    def bad_values(self):
+        return [5, "no_such_net", ["input"]]
+
+
+TEACHER_KNOBS = ("kd_teacher", "kd_temperature", "kd_weight")
+
+
+@dataclass
+class TrainingMethod(TrainingBase):
+    """A method that retrains the network it is given (pruning, trained quantization,
+    binarization, factorization ...). A teacher can help that retraining: with ``kd_teacher``
+    set, every training run of the method mixes the hard-label loss with the teacher's soft
+    targets (``distill.losses.TeacherLoss``: ``kd_weight`` is the soft share, at temperature
+    ``kd_temperature``). "input" is the network as it was before this method touched it,
+    the usual way to give back accuracy lost to compression."""
+    kd_teacher: str | None = knob(None, Optional(Teacher()))
+    kd_temperature: float = knob(4.0, Real(1.0, 100.0))
+    kd_weight: float = knob(0.5, Real(0.0, 1.0))
+
+    _teacher: ClassVar = None            # the frozen teacher, only while apply() runs
+
+    def apply(self, model: nn.Module, data=None) -> nn.Module:
+        if self.kd_teacher is None or not self.tags().needs_data:
+            return super().apply(model, data)
+        self._teacher = self.load_teacher(model, data)
+        try:
+            return super().apply(model, data)
+        finally:
+            self._teacher = None
+
+    def load_teacher(self, model: nn.Module, data=None) -> nn.Module:
+        """A frozen copy of the input, or the zoo network ``kd_teacher`` (which must take
+        the data's images)."""
+        from .distill.losses import frozen
+        if self.kd_teacher == "input":
+            return frozen(clone_model(model))
+        from .models import ARCHITECTURES
+        from .zoo import pretrained
+        takes = tuple(ARCHITECTURES[self.kd_teacher][0].input_shape)
+        shape = getattr(data, "shape", None)
+        if shape is not None and takes != tuple(shape):
+            raise ValueError(f"{type(self).__name__}.kd_teacher={self.kd_teacher!r} takes "
+                             f"images of shape {takes}, not the data's {tuple(shape)}")
+        return frozen(pretrained(self.kd_teacher))
+
+    def training_hooks(self) -> list:
+        if self._teacher is None:
+            return []
+        from .distill.losses import TeacherLoss
+        return [TeacherLoss(self._teacher, self.kd_temperature, self.kd_weight)]
+
+    def teacher_settings(self) -> dict:
+        """The teacher's knobs when one is set (for ``settings``), else nothing."""
+        if self.kd_teacher is None:
+            return {}
+        return {"kd_teacher": self.kd_teacher, "kd_temperature": self.kd_temperature,
+                "kd_weight": self.kd_weight}
+
+    def settings(self) -> dict:
+        shown = {k: v for k, v in super().settings().items() if k not in TEACHER_KNOBS}
+        return {**shown, **self.teacher_settings()}
 
 
 # ------------------------------------------------------------------ helpers

@@ -201,7 +201,7 @@ class Circulant(TrainingMethod):
     def settings(self) -> dict:
         out = {"init": self.init, "epochs": self.epochs}
         if self.epochs:
-            out.update(lr=self.lr, seed=self.seed)
+            out.update(lr=self.lr, seed=self.seed, **self.teacher_settings())
         if self.layers is not None:
             out["layers"] = list(self.layers)
         return out

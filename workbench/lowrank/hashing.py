@@ -312,7 +312,7 @@ class HashedNets(TrainingMethod):
         out = {"compression": self.compression, "init": self.init, "epochs": self.epochs}
         if self.layers is not None:
             out["layers"] = list(self.layers)
-        return out
+        return {**out, **self.teacher_settings()}
 
     def hashed_layer(self, linear: nn.Linear, seed: int) -> nn.Module:
         buckets = bucket_count(self.compression, linear.out_features, linear.in_features)

@@ -91,7 +91,7 @@ class _Factorization(TrainingMethod):
         if self.epochs:
             out.update(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                        weight_decay=self.weight_decay, seed=self.seed)
-        return out
+        return {**out, **self.teacher_settings()}
 
     def rank_of(self, energies: torch.Tensor) -> int:
         return rank_from(energies, self.by, self.rank, self.keep, self.energy)

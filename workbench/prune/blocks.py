@@ -141,4 +141,4 @@ class LayerRemoval(TrainingMethod):
 
     def compress(self, model, data=None):
         smaller, _ = self._path(model, data)
-        return finetune(smaller, data, finetune_recipe(self, data))
+        return finetune(self, smaller, data, finetune_recipe(self, data))

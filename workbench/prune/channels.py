@@ -89,7 +89,7 @@ class APoZ(TrainingMethod):
             keep = {name: apoz_keep(s, self.std_factor)
                     for name, s in self.scores(model, data, self.seed + r).items()}
             model = shrink(model, keep)
-            model = finetune(model, data, finetune_recipe(self, data, seed=self.seed + r))
+            model = finetune(self, model, data, finetune_recipe(self, data, seed=self.seed + r))
         return model
 
 # ------------------------------------------------------------------ low activity
@@ -133,7 +133,7 @@ class Activity(TrainingMethod):
         keep = {name: keep_highest(s, keep_count(len(s), self.fraction))
                 for name, s in self.scores(model, data).items()}
         model = shrink(model, keep)
-        return finetune(model, data, finetune_recipe(self, data))
+        return finetune(self, model, data, finetune_recipe(self, data))
 
 # ------------------------------------------------------------------ L1-norm filters
 
@@ -199,7 +199,7 @@ class L1Filter(TrainingMethod):
                 model = shrink(model, {g.name: self.keep(weight, g.name)})
         if not self.epochs:
             return model
-        return finetune(model, data, finetune_recipe(self, data))
+        return finetune(self, model, data, finetune_recipe(self, data))
 
 
 METHODS = (APoZ, Activity, Merge, L1Filter, LayerRemoval)

@@ -143,7 +143,8 @@ class GroupLasso(TrainingMethod):
         pruned = shrink(trained, keep)
         if not self.finetune_epochs:
             return pruned
-        return finetune(pruned, data, finetune_recipe(self, data, epochs=self.finetune_epochs))
+        return finetune(self, pruned, data,
+                        finetune_recipe(self, data, epochs=self.finetune_epochs))
 
 
 METHODS = (GroupLasso,)

@@ -111,7 +111,7 @@ class Iterative(TrainingMethod):
             check_layer_names(self, "retrain_layer", model)
 
     def settings(self) -> dict:
-        shown = dict(self.params())
+        shown = dict(super().settings())
         shown.pop("quality" if self.by == "sparsity" else "sparsity")
         if self.by == "quality":
             shown.pop("output_sparsity")
@@ -215,7 +215,7 @@ class L1Reg(TrainingMethod):
         return replace(super().tags(), needs_data=self.epochs + self.finetune_epochs > 0)
 
     def settings(self) -> dict:
-        shown = dict(self.params())
+        shown = dict(super().settings())
         shown.pop("threshold" if self.by == "sparsity" else "sparsity")
         return shown
 

@@ -251,7 +251,8 @@ class Winograd(TrainingMethod):
 
     def settings(self) -> dict:
         retrain = {"lr": self.lr, "batch_size": self.batch_size,
-                   "weight_decay": self.weight_decay, "seed": self.seed} if self.epochs else {}
+                   "weight_decay": self.weight_decay, "seed": self.seed,
+                   **self.teacher_settings()} if self.epochs else {}
         return {"sparsity": self.sparsity, "domain": self.domain, "epochs": self.epochs,
                 **retrain}
 

@@ -273,7 +273,8 @@ class TrainedKMeans(KMeans, TrainingMethod):
     def settings(self) -> dict:   # the seed also orders the training batches: always shown
         return {**super().settings(), "seed": self.seed, "epochs": int(self.epochs),
                 "lr": self.lr, "batch_size": int(self.batch_size),
-                "weight_decay": self.weight_decay, "train_biases": self.train_biases}
+                "weight_decay": self.weight_decay, "train_biases": self.train_biases,
+                **self.teacher_settings()}
 
     def share(self, model: nn.Module) -> tuple[nn.Module, KeepPrunedZero]:
         """``model`` (plain weights) with every layer weight parametrized as

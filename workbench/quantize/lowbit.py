@@ -217,7 +217,7 @@ class LearnedStep(_Trained):
                        needs_data=self.epochs > 0 or self.learn == "lsq")
 
     def settings(self):
-        shown = self.params()
+        shown = super().settings()
         if self.learn == "lsq":
             shown.pop("pact_alpha")
         return shown
@@ -254,7 +254,7 @@ class Symmetric(_Trained):
     quantize_ends: bool = knob(False, Flag())
 
     def settings(self):
-        shown = self.params()
+        shown = super().settings()
         if self.codebook == "binary":
             shown.pop("eta")
         return shown

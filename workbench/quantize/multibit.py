@@ -24,10 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..distill.losses import kd_loss
 from ..method import Int, Real, Seq, Tags, TrainingMethod, knob
 from ..train import Hook, evaluate
 from .core import quantizable_layers, quantize_weights
@@ -90,14 +90,6 @@ def accuracy_per_width(model: nn.Module, data, widths) -> dict[int, float]:
     return scores
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float
-                      ) -> torch.Tensor:
-    """KL(teacher || student) of the softened outputs, times T^2 (teacher detached)."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher.detach() / t, 1),
-                    reduction="batchmean") * t * t
-
-
 class Distill(Hook):
     """Adds, for each lower width, the distillation loss of its outputs on the same batch."""
 
@@ -107,7 +99,7 @@ class Distill(Hook):
 
     def loss(self, model, x, y, logits, loss):
         for bits in self.lower:
-            loss = loss + distillation_loss(set_bits(model, bits)(x), logits, self.temperature)
+            loss = loss + kd_loss(set_bits(model, bits)(x), logits, self.temperature)
         set_bits(model, self.top)           # fit's next forward runs the teacher width
         return loss
 

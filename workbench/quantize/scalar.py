@@ -115,7 +115,7 @@ class FixedPoint(TrainingMethod):
         return replace(super().tags(), bits_per_weight=float(self.word))
 
     def settings(self) -> dict:
-        shown = dict(self.params())
+        shown = dict(super().settings())
         if not self.epochs:
             for name in ("act_frac", "init", "lr", "batch_size", "weight_decay"):
                 shown.pop(name)
@@ -237,7 +237,7 @@ class BitAllocation(Method):
                        bits_per_weight=float(bits))
 
     def settings(self) -> dict:
-        shown = dict(self.params())
+        shown = dict(super().settings())
         if self.rule != "sensitivity":
             shown.pop("calibration")
             shown.pop("seed")

@@ -1,0 +1,128 @@
+"""What every distillation method shares: the student it builds and the two-network shape
+of ``compress``.
+
+A distillation method is applied to a *teacher* (any network of the zoo, or one a user
+trained) and returns a *student*: a new, smaller network trained with the teacher's help. The
+student's kind, width and depth are knobs:
+
+- ``"mlp"``: fully connected, ``depth`` hidden layers of ``width`` units (Hinton et al.'s
+  MNIST students are 2 x 800); stored as a ``LeNet300`` with those hidden sizes, so it is
+  MNIST-shaped (1 x 28 x 28) only.
+- ``"thin"``: a thin, deep plain CNN (FitNets' kind of student): three stages of ``depth``
+  3x3 convolutions with batch norm, ``width``, 2 ``width`` and 4 ``width`` channels, a 2x2 max
+  pool between stages, global average pooling and one linear layer. It takes any input shape.
+- ``"resnet"``: the CIFAR ResNet of the zoo at ``width`` (16 is ResNet-20's) with ``depth``
+  blocks per stage (3 is ResNet-20's); 3-channel inputs only.
+- ``"auto"``: "mlp" for MNIST-shaped teachers, "resnet" otherwise.
+
+``Distillation.compress(teacher, data)`` builds the student (``make_student``), freezes the
+teacher and calls ``teach(student, teacher, data)``, which each method writes with
+``self.fit`` and its hooks. ``apply`` gives the teacher a private copy, so the caller's network
+is untouched, as with every method.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..method import Choice, Int, Tags, TrainingBase, knob
+from ..models import LeNet300, ResNet20, register_module
+from ..train import seeded
+from .losses import frozen
+
+KINDS = ("auto", "mlp", "thin", "resnet")
+MNIST_SHAPE = (1, 28, 28)
+
+
+@register_module
+class ThinNet(nn.Module):
+    """A plain thin-and-deep CNN: 3 stages of ``depth`` conv3x3-BN-ReLU, widths w, 2w, 4w,
+    max pooling between stages, global average pooling, one linear layer."""
+
+    def __init__(self, in_channels: int = 3, width: int = 8, depth: int = 3,
+                 num_classes: int = 10):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "width": width, "depth": depth,
+                       "num_classes": num_classes}
+        stages, c_in = [], in_channels
+        for s, c_out in enumerate((width, 2 * width, 4 * width)):
+            layers = [nn.MaxPool2d(2)] if s else []
+            for _ in range(depth):
+                layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                c_in = c_out
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(c_in, num_classes))
+
+    def forward(self, x):
+        return self.head(self.stages(x))
+
+
+def build_student(kind: str, width: int, depth: int, input_shape: tuple[int, ...],
+                  classes: int = 10) -> nn.Module:
+    """A freshly initialized student of ``kind`` for inputs of ``input_shape``."""
+    if kind == "auto":
+        kind = "mlp" if tuple(input_shape) == MNIST_SHAPE else "resnet"
+    if kind == "mlp":
+        if tuple(input_shape) != MNIST_SHAPE or classes != 10:
+            raise ValueError(f"student='mlp' is MNIST-shaped (1, 28, 28) with 10 classes; the "
+                             f"data is {tuple(input_shape)}: use student='thin' or 'resnet'")
+        return LeNet300(hidden=(width,) * depth)
+    if kind == "thin":
+        return ThinNet(input_shape[0], width, depth, classes)
+    if kind == "resnet":
+        if input_shape[0] != 3:
+            raise ValueError(f"student='resnet' takes 3-channel images; the data is "
+                             f"{tuple(input_shape)}: use student='thin' or 'mlp'")
+        return ResNet20(blocks_per_stage=depth, width=width, num_classes=classes)
+    raise ValueError(f"student={kind!r}; allowed: {KINDS}")
+
+
+def classes_of(teacher: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """The number of outputs of ``teacher`` (one probe of a zero image)."""
+    was_training = teacher.training
+    teacher.eval()
+    with torch.no_grad():
+        out = teacher(torch.zeros(1, *input_shape))
+    teacher.train(was_training)
+    return out.shape[-1]
+
+
+@dataclass
+class Distillation(TrainingBase):
+    """A teacher in, a trained student out. Subclasses write ``teach``."""
+    effects = ("smaller_module", "different_outputs")
+    requires = "a network that maps images to class scores"
+
+    student: str = knob("auto", Choice(KINDS))
+    width: int = knob(800, Int(1, 4096))
+    depth: int = knob(2, Int(1, 32))
+    epochs: int = 10
+
+    def tags(self) -> Tags:     # the student's shape comes from the data, even untrained
+        return replace(super().tags(), needs_data=True)
+
+    def supports(self, model: nn.Module) -> bool:
+        return any(p.dim() > 1 for p in model.parameters())
+
+    def make_student(self, teacher: nn.Module, data) -> nn.Module:
+        """The untrained student for ``data`` (its shape) and the teacher's classes; seeded,
+        so the same settings start from the same weights."""
+        shape = data.shape
+        with seeded(self.seed):
+            return build_student(self.student, self.width, self.depth, shape,
+                                 classes_of(teacher, shape))
+
+    def compress(self, model: nn.Module, data=None) -> nn.Module:
+        teacher = frozen(model)
+        student = self.make_student(teacher, data)
+        self.teach(student, teacher, data)
+        return student
+
+    def teach(self, student: nn.Module, teacher: nn.Module, data) -> None:
+        """Train ``student`` in place with the teacher's help (through ``self.fit``)."""
+        raise NotImplementedError
