@@ -267,6 +267,24 @@ def layers_of(model: nn.Module, kinds=(nn.Conv2d, nn.Linear)) -> list[tuple[str,
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
 
 
+# The domain of a ``layers`` knob: None (every layer the method can use) or some names.
+LAYER_NAMES = Optional(Seq(Name(), 1))
+
+
+def plain_conv(module: nn.Module) -> bool:
+    """A dense convolution that a method may rewrite as other convolutions: one group, zero
+    padding given as numbers (not "same"), so stride, padding and dilation carry over."""
+    return (isinstance(module, nn.Conv2d) and module.groups == 1
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
+
+
+def chosen_layers(model: nn.Module, eligible, layers=None) -> list[str]:
+    """Names of the modules of ``model`` that ``eligible(module)`` accepts, in order; only
+    those in ``layers`` when it is given (a ``layers`` knob: None means all)."""
+    return [n for n, m in model.named_modules()
+            if eligible(m) and (layers is None or n in layers)]
+
+
 def check_layer_names(method: Method, field: str, model: nn.Module,
                       kinds=(nn.Conv2d, nn.Linear)) -> None:
     """The layer names in ``method.<field>`` (a name, names, or a dict keyed by names) must be

@@ -38,8 +38,8 @@ from torch import nn
 
 from ..hooks import probe
 from ..measure import input_shape_of
-from ..method import (Choice, Int, Method, Name, Optional, Real, Seq, TrainingMethod,
-                      check_layer_names, knob)
+from ..method import (LAYER_NAMES, Choice, Int, Method, Optional, Real, TrainingMethod,
+                      check_layer_names, chosen_layers, knob, plain_conv)
 from ..models import register_module, replace_module
 from .approx_tensors import (cluster_filters, dct2, dct_matrix, energy_mask, gathered_conv2d,
                              grid_conv2d, grid_positions, lattice_steps, nearest_in, nearest_kept,
@@ -50,11 +50,6 @@ STRATEGIES = ("grid", "uniform")
 
 def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def _plain_conv(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
-            and not isinstance(m.padding, str))
 
 
 # ------------------------------------------------------------------ perforation
@@ -155,7 +150,8 @@ class Perforation(TrainingMethod):
     id = "approx.perforation"
     reference = ("Figurnov, Ibraimova, Vetrov, Kohli 2016, PerforatedCNNs: Acceleration "
                  "through Elimination of Redundant Convolutions")
-    requires = "a Conv2d (groups 1, zero padding) with more than one output position"
+    requires = ("a Conv2d (groups 1, zero padding) with more than one output position, and "
+                "an input_shape attribute (C, H, W) to find the output sizes")
     # "grid" skips 1/2, 3/4, 5/6, 8/9 ... (a lattice): the slider stays where every value skips
     sliders = {"rate": (0.5, 0.95, 0.05)}
     smoke = {"rate": 0.5, "epochs": 0}
@@ -163,7 +159,7 @@ class Perforation(TrainingMethod):
 
     rate: float = knob(0.5, Real(0.0, 0.99))
     strategy: str = knob("grid", Choice(STRATEGIES))
-    layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: every conv
+    layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)  # None: every conv
     epochs: int = 0
     lr: float = 0.01
 
@@ -186,11 +182,10 @@ class Perforation(TrainingMethod):
         return {**super().settings(), **used}
 
     def eligible(self, model: nn.Module) -> list[str]:
-        names = [n for n, m in model.named_modules() if _plain_conv(m)]
-        return names if self.layers is None else [n for n in names if n in self.layers]
+        return chosen_layers(model, plain_conv, self.layers)
 
     def supports(self, model):
-        names = [n for n, m in model.named_modules() if _plain_conv(m)]
+        names = chosen_layers(model, plain_conv)
         return bool(names) and hasattr(model, "input_shape") and any(
             h * w > 1 for h, w in output_sizes(model, names).values())
 
@@ -312,13 +307,12 @@ class Frequency(Method):
     energy: float = knob(0.9, Real(0.01, 1.0))
     clusters: int = knob(16, Int(0, 4096))      # 0: no shared part, the residual is the DCT
     bits: int | None = knob(6, Optional(Int(2, 16)))
-    layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: every conv
+    layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)  # None: every conv
     seed: int = knob(0, Int(0, 2**31 - 1))
 
     def eligible(self, model: nn.Module) -> list[str]:
-        names = [n for n, m in model.named_modules()
-                 if _plain_conv(m) and max(m.kernel_size) > 1]
-        return names if self.layers is None else [n for n in names if n in self.layers]
+        return chosen_layers(model, lambda m: plain_conv(m) and max(m.kernel_size) > 1,
+                             self.layers)
 
     def supports(self, model):
         return bool(Frequency().eligible(model))

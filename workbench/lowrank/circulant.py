@@ -39,8 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..method import (Choice, Name, Optional, Seq, TrainingMethod, check_layer_names, knob,
-                      layers_of)
+from ..method import (LAYER_NAMES, Choice, TrainingMethod, check_layer_names, knob, layers_of)
 from ..models import register_module, replace_module
 from ..train import seeded
 from .hashing import xxh32_pair
@@ -175,7 +174,7 @@ class Circulant(TrainingMethod):
     effects = ("smaller_module", "fewer_macs", "fewer_bytes", "different_outputs")
 
     init: str = knob("project", Choice(("project", "scratch")))
-    layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))
+    layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)
     epochs: int = 3
     lr: float = 0.01
     weight_decay: float = 0.0

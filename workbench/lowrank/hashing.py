@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..method import (Choice, Int, Name, Optional, Real, Seq, TrainingMethod, check_layer_names,
-                      knob, layers_of)
+from ..method import (LAYER_NAMES, Choice, Int, Real, TrainingMethod, check_layer_names, knob,
+                      layers_of)
 from ..models import register_module, replace_module
 from ..train import seeded
 
@@ -267,7 +267,6 @@ def funhash_from_linear(linear: nn.Linear, buckets: int, hashes: int, hidden: in
 
 # ------------------------------------------------------------------ methods
 
-LAYERS = Optional(Seq(Name(), 1))
 
 
 @dataclass
@@ -288,7 +287,7 @@ class HashedNets(TrainingMethod):
 
     compression: float = knob(1 / 8, Real(1e-6, 1.0))   # buckets / virtual weights, per layer
     init: str = knob("scratch", Choice(("scratch", "average")))
-    layers: tuple[str, ...] | None = knob(None, LAYERS)  # None: every Linear layer
+    layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)  # None: every Linear layer
     epochs: int = 5
     lr: float = 0.05
     weight_decay: float = 0.0

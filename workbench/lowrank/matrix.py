@@ -36,12 +36,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..method import (Choice, Int, Name, Optional, Real, Seq, TrainingMethod,
-                      check_layer_names, clone_model, knob, layers_of)
+from ..method import (LAYER_NAMES, Choice, Int, Real, TrainingMethod, check_layer_names,
+                      clone_model, knob, layers_of, plain_conv)
 from ..models import replace_module
 from ..train import seeded
 from .matrix_tensors import (LowRankConv2d, LowRankLinear, SeparableConv2d, channel_factors,
-                             conv_matrix, plain_conv, rank_from, response_pca,
+                             conv_matrix, rank_from, response_pca,
                              sampled_responses, separable_matrix, singular_values, svd)
 
 RANK_RULES = ("rank", "keep", "energy")
@@ -58,7 +58,7 @@ class _Factorization(TrainingMethod):
     # shares above 0: a share of 0 would mean "rank 0", which no layer can have
     keep: float = knob(0.25, Real(1e-6, 1.0))        # share of each layer's full rank
     energy: float = knob(0.95, Real(1e-6, 1.0))      # share of the spectrum's energy kept
-    layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: all eligible
+    layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)  # None: all eligible
     epochs: int = 0                                  # fine-tuning after the factorization
     lr: float = 0.01
 

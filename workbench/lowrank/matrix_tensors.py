@@ -280,9 +280,4 @@ class SeparableConv2d(nn.Module):
         return self.horizontal(self.vertical(x))
 
 
-def plain_conv(conv: nn.Conv2d) -> bool:
-    """A dense convolution the factorizations can rewrite: one group, zero padding given as
-    numbers (not "same"); the stride, padding and dilation go to the new layers."""
-    return (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.padding_mode == "zeros"
-            and not isinstance(conv.padding, str))
 

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import (Choice, Int, Name, Optional, Real, Seq, Tags, TrainingMethod,
-                      check_layer_names, knob)
+from ..method import (LAYER_NAMES, Choice, Int, Optional, Real, Tags, TrainingMethod,
+                      check_layer_names, chosen_layers, knob, plain_conv)
 from ..models import register_module, replace_module
 from ..prune.magnitude import magnitude_mask
 from ..train import Hook, seeded
@@ -96,11 +96,6 @@ class SparseBasisConv2d(nn.Module):
         return self.conv(self.basis(x))
 
 
-def decomposable(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
-            and not isinstance(m.padding, str))
-
-
 class KernelL1(Hook):
     """Adds ``strength`` x sum |K'| over the sparse kernels to the loss (Liu et al.'s
     sparsity-inducing penalty)."""
@@ -153,7 +148,7 @@ class SparseDecomp(TrainingMethod):
     scope: str = knob("layer", Choice(("layer", "global")))
     l1: float = knob(1e-5, Real(0.0, 1.0))
     penalty_epochs: int = knob(1, Int(0, 1000))
-    layers: tuple[str, ...] | None = knob(None, Optional(Seq(Name(), 1)))  # None: every conv
+    layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)  # None: every conv
     epochs: int = 2
     lr: float = 0.01
 
@@ -161,11 +156,10 @@ class SparseDecomp(TrainingMethod):
         return replace(super().tags(), needs_data=self.epochs + self.penalty_epochs > 0)
 
     def eligible(self, model: nn.Module) -> list[str]:
-        names = [n for n, m in model.named_modules() if decomposable(m)]
-        return names if self.layers is None else [n for n in names if n in self.layers]
+        return chosen_layers(model, plain_conv, self.layers)
 
     def supports(self, model):
-        return any(decomposable(m) for m in model.modules())
+        return any(plain_conv(m) for m in model.modules())
 
     def check_model(self, model):
         if self.layers is not None:

@@ -56,8 +56,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..method import (Choice, Int, Name, Optional, Real, Seq, TrainingMethod,
-                      check_layer_names, knob)
+from ..method import (LAYER_NAMES, Choice, Int, Real, TrainingMethod, check_layer_names,
+                      chosen_layers, knob, plain_conv)
 from ..models import attach, register_module, replace_module
 from ..prune.structured import natural_images
 from ..train import seeded
@@ -163,15 +163,13 @@ class CPConv(nn.Module):
 
 def eligible(module: nn.Module) -> bool:
     """A dense (ungrouped) convolution with a kernel larger than 1x1 and zero padding."""
-    return (isinstance(module, nn.Conv2d) and module.groups == 1
-            and module.kernel_size[0] * module.kernel_size[1] > 1
-            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
+    return plain_conv(module) and module.kernel_size[0] * module.kernel_size[1] > 1
 
 
 @dataclass
 class _Decomposition(TrainingMethod):
     """Shared by the three: which layers, the fine-tuning, the record of the fits."""
-    layers: tuple | None = knob(None, Optional(Seq(Name(), 1)))
+    layers: tuple | None = knob(None, LAYER_NAMES)
     # the share of a layer's MACs its chain must save for the layer to be decomposed
     min_saving: float = knob(0.25, Real(0.0, 0.99))
     epochs: int = 2
@@ -179,9 +177,7 @@ class _Decomposition(TrainingMethod):
     weight_decay: float = 5e-4
 
     def candidates(self, model: nn.Module) -> list[str]:
-        chosen = self.layers
-        return [n for n, m in model.named_modules()
-                if eligible(m) and (chosen is None or n in chosen)]
+        return chosen_layers(model, eligible, self.layers)
 
     def supports(self, model):
         return any(eligible(m) for m in model.modules())
