@@ -1,9 +1,16 @@
 """Distillation (catalogue section E): a teacher network trains a smaller student.
 
-``losses`` holds the loss functions and the ``TeacherLoss`` hook that any retraining method
-uses through its ``kd_teacher`` knob; ``base`` the students and the shared shape of a
-distillation method.
+- ``losses``: the loss functions (``kd_loss``, ``mimic_loss``) and the ``TeacherLoss`` hook
+  that any retraining method uses through its ``kd_teacher`` knob;
+- ``base``: the students (``mlp``, ``thin``, ``resnet``) and ``Distillation``, the shape
+  every method shares (a teacher in, a trained student out);
+- ``logits``: students taught by the teacher's outputs or neurons (``distill.mimic``,
+  ``distill.kd``, ``distill.neurons``);
+- ``hints``: students taught by the teacher's intermediate maps (``distill.fitnets``,
+  ``distill.fsp``).
 """
-from . import base, losses  # noqa: F401
+from . import base, hints, losses  # noqa: F401
 
-METHODS: tuple = ()
+METHODS = hints.METHODS
+
+__all__ = ["METHODS", "base", "hints", "losses"]

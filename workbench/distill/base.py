@@ -39,13 +39,16 @@ MNIST_SHAPE = (1, 28, 28)
 @register_module
 class ThinNet(nn.Module):
     """A plain thin-and-deep CNN: 3 stages of ``depth`` conv3x3-BN-ReLU, widths w, 2w, 4w,
-    max pooling between stages, global average pooling, one linear layer."""
+    max pooling between stages, global average pooling, one linear layer. It would take any
+    image size; ``size`` (in the config, so a decoded file keeps it) is the one it was built
+    for, which ``input_shape`` tells measurements."""
 
     def __init__(self, in_channels: int = 3, width: int = 8, depth: int = 3,
-                 num_classes: int = 10):
+                 num_classes: int = 10, size: int = 32):
         super().__init__()
         self.config = {"in_channels": in_channels, "width": width, "depth": depth,
-                       "num_classes": num_classes}
+                       "num_classes": num_classes, "size": size}
+        self.input_shape = (in_channels, size, size)
         stages, c_in = [], in_channels
         for s, c_out in enumerate((width, 2 * width, 4 * width)):
             layers = [nn.MaxPool2d(2)] if s else []
@@ -73,7 +76,10 @@ def build_student(kind: str, width: int, depth: int, input_shape: tuple[int, ...
                              f"data is {tuple(input_shape)}: use student='thin' or 'resnet'")
         return LeNet300(hidden=(width,) * depth)
     if kind == "thin":
-        return ThinNet(input_shape[0], width, depth, classes)
+        if input_shape[1] != input_shape[2]:
+            raise ValueError(f"student='thin' takes square images; the data is "
+                             f"{tuple(input_shape)}")
+        return ThinNet(input_shape[0], width, depth, classes, input_shape[1])
     if kind == "resnet":
         if input_shape[0] != 3:
             raise ValueError(f"student='resnet' takes 3-channel images; the data is "
