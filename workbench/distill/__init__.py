@@ -9,8 +9,11 @@
 - ``hints``: students taught by the teacher's intermediate maps (``distill.fitnets``,
   ``distill.fsp``).
 """
-from . import base, hints, losses  # noqa: F401
+from . import base, hints, logits, losses  # noqa: F401
+from .hints import FSP, FitNets
+from .logits import KD, Mimic, Neurons
 
-METHODS = hints.METHODS
+METHODS = logits.METHODS + hints.METHODS
 
-__all__ = ["METHODS", "base", "hints", "losses"]
+__all__ = ["FSP", "KD", "METHODS", "FitNets", "Mimic", "Neurons", "base", "hints", "logits",
+           "losses"]
