@@ -180,3 +180,15 @@ def test_a_pipeline_step_is_taught_by_its_zoo_teacher(lenet300, train_small, mon
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(teachers[0](x), lenet300(x))           # the dense zoo network
+
+
+def test_hybrid_runs_distill_then_prune_then_quantize(lenet300, train_small):
+    steps = (("distill.kd", {"student": "mlp", "width": 32, "depth": 1, "epochs": 1}),
+             ("prune.magnitude", {"sparsity": 0.5}),
+             ("quant.kmeans", {"k": 4}))
+    out = METHODS["pipeline.hybrid"](steps=steps).apply(lenet300, train_small)
+    weights = [m.weight.detach() for m in out.modules() if isinstance(m, torch.nn.Linear)]
+    assert [tuple(w.shape) for w in weights] == [(32, 784), (10, 32)]      # the student
+    for w in weights:
+        assert (w == 0).float().mean() >= 0.5 - 1e-6                        # pruned
+        assert len(torch.unique(w[w != 0])) <= 4                           # 4 shared values
