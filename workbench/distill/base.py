@@ -15,6 +15,10 @@ student's kind, width and depth are knobs:
   blocks per stage (3 is ResNet-20's); 3-channel inputs only.
 - ``"auto"``: "mlp" for MNIST-shaped teachers, "resnet" otherwise.
 
+``width=None`` takes the kind's own default (``DEFAULT_WIDTH``): Hinton et al.'s 800 units for
+an MLP, 8 channels for the convolutional students (a ResNet of width 8 has about a quarter of
+ResNet-20's channels).
+
 ``Distillation.compress(teacher, data)`` builds the student (``make_student``), freezes the
 teacher and calls ``teach(student, teacher, data)``, which each method writes with
 ``self.fit`` and its hooks. ``apply`` gives the teacher a private copy, so the caller's network
@@ -27,13 +31,14 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..method import Choice, Int, Tags, TrainingBase, knob
+from ..method import Choice, Int, Optional, Tags, TrainingBase, knob
 from ..models import LeNet300, ResNet20, register_module
 from ..train import seeded
 from .losses import frozen
 
 KINDS = ("auto", "mlp", "thin", "resnet")
 MNIST_SHAPE = (1, 28, 28)
+DEFAULT_WIDTH = {"mlp": 800, "thin": 8, "resnet": 8}
 
 
 @register_module
@@ -65,11 +70,13 @@ class ThinNet(nn.Module):
         return self.head(self.stages(x))
 
 
-def build_student(kind: str, width: int, depth: int, input_shape: tuple[int, ...],
+def build_student(kind: str, width: int | None, depth: int, input_shape: tuple[int, ...],
                   classes: int = 10) -> nn.Module:
-    """A freshly initialized student of ``kind`` for inputs of ``input_shape``."""
+    """A freshly initialized student of ``kind`` for inputs of ``input_shape`` (``width``
+    None: the kind's default)."""
     if kind == "auto":
         kind = "mlp" if tuple(input_shape) == MNIST_SHAPE else "resnet"
+    width = DEFAULT_WIDTH.get(kind) if width is None else width
     if kind == "mlp":
         if tuple(input_shape) != MNIST_SHAPE or classes != 10:
             raise ValueError(f"student='mlp' is MNIST-shaped (1, 28, 28) with 10 classes; the "
@@ -105,7 +112,7 @@ class Distillation(TrainingBase):
     requires = "a network that maps images to class scores"
 
     student: str = knob("auto", Choice(KINDS))
-    width: int = knob(800, Int(1, 4096))
+    width: int | None = knob(None, Optional(Int(1, 4096)))     # None: DEFAULT_WIDTH
     depth: int = knob(2, Int(1, 32))
     epochs: int = 10
 
