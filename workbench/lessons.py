@@ -8,6 +8,10 @@ Lesson 04: ``precision(model, data)``, the operations per image by precision;
 knobs (a Flag or Choice field becomes a drop-down).
 Lesson 05: ``explore_rank``, ``explore`` with a layer's singular value spectrum and the rank
 kept.
+Lesson 06: ``explore_temperature``, a teacher's soft targets for one image against T;
+``student_pair`` / ``width_sweep`` / ``explore_width``, a student trained alone and with its
+teacher, against its width; ``fsp_comparison`` and ``hint_stage`` / ``hint_pair``, what FSP
+and FitNets make the student match.
 """
 from __future__ import annotations
 
@@ -16,14 +20,23 @@ import time
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
-from IPython.display import HTML, display
+from IPython.display import HTML, clear_output, display
+from tqdm.auto import tqdm
 
 from . import METHODS, codec
 from .domains import Choice, Flag, domain_of
-from .measure import html_table, report
+from .measure import count_params, html_table, report
 from .method import Method, layers_of
-from .plots import precision_panels, spectrum_panels, weights_of
+from .plots import (
+    entropy_against_temperature,
+    precision_panels,
+    soft_target_bars,
+    spectrum_panels,
+    weights_of,
+    width_curves,
+)
 from .train import evaluate, quiet
 from .widgets import Explorer, interactive_for, knobs, sliders_for
 
@@ -221,3 +234,226 @@ def explore_rank(method, base, test, layer: str, data=None, sliders=None, name: 
     for n, value in first.items():
         controls[n].value = value
     return interactive_for(explorer, method, controls, fixed, continuous)
+
+
+# ------------------------------------------------------------------ lesson 06: distillation
+
+def entropy_bits(probabilities: torch.Tensor) -> float:
+    """Shannon entropy (bits) of one probability vector; 0 log 0 counts as 0."""
+    p = probabilities.double()
+    return float(-(p * torch.log2(p.clamp_min(1e-300))).sum())
+
+
+def _image_of(data, index: int) -> np.ndarray:
+    """Image ``index`` of ``data`` as matplotlib draws it (H x W, or H x W x 3)."""
+    image = data.images[index].permute(1, 2, 0).numpy()
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
+class TemperatureExplorer:
+    """The state behind ``explore_temperature``: one image's logits from the teacher and a
+    figure drawn once (the image, the soft-target bars, their entropy against T) whose bars
+    and marker are moved for each T. ``trail`` keeps every T shown with its probabilities."""
+
+    def __init__(self, teacher, data, index: int, mark: float | None = None,
+                 mark_label: str = "", low: float = 1.0, high: float = 100.0):
+        from .distill.losses import soft_targets
+        self.soft_targets = soft_targets
+        self.label = int(data.labels[index])
+        was_training = teacher.training
+        teacher.eval()
+        with torch.no_grad():
+            self.logits = teacher(data.normalize(data.images[index:index + 1]))[0].double()
+        teacher.train(was_training)
+        grid = np.geomspace(low, high, 200)
+        bits = [entropy_bits(soft_targets(self.logits, t)) for t in grid]
+        self.fig, (pic, self.bar_ax, curve) = plt.subplots(
+            1, 3, figsize=(11, 3.2), width_ratios=(1, 2.6, 2.2), layout="constrained")
+        plt.close(self.fig)        # shown by ``update`` only, never twice
+        pic.imshow(_image_of(data, index), cmap="gray")
+        pic.set_title(f"test image {index}, label {self.label}", fontsize=8)
+        pic.axis("off")
+        self.bars = soft_target_bars(self.bar_ax, self.probabilities(low), self.label)
+        self.marker = entropy_against_temperature(curve, grid, bits, mark, mark_label)
+        self.trail: list[dict] = []
+
+    def probabilities(self, temperature: float) -> torch.Tensor:
+        """The teacher's soft targets for the image at ``temperature``."""
+        return self.soft_targets(self.logits, temperature)
+
+    def update(self, temperature: float):
+        p = self.probabilities(temperature)
+        for bar, height in zip(self.bars, p.tolist()):
+            bar.set_height(height)
+        bits = entropy_bits(p)
+        self.marker.set_data([temperature], [bits])
+        wrong = p.clone()
+        wrong[self.label] = -1
+        runner_up = int(wrong.argmax())
+        self.bar_ax.set_title(f"T = {temperature:.3g}: p(true class) = {p[self.label]:.3f}, "
+                              f"next: class {runner_up} with {p[runner_up]:.3g}", fontsize=9)
+        self.trail.append({"temperature": temperature, "probabilities": p, "bits": bits})
+        display(self.fig)
+
+
+def explore_temperature(teacher, data, index: int, mark: float | None = None,
+                        mark_label: str = "", low: float = 1.0, high: float = 100.0,
+                        value: float = 1.0):
+    """A slider T (log scale, ``low`` to ``high``) and a teacher's soft targets
+    ``softmax(logits / T)`` for image ``index`` of ``data``, redrawn in place while dragging
+    (one forward pass at creation, none per move); ``mark`` draws the paper's T. The returned
+    widget has ``.explorer`` (its ``trail``)."""
+    explorer = TemperatureExplorer(teacher, data, index, mark, mark_label, low, high)
+    slider = w.FloatLogSlider(value=value, base=10, min=np.log10(low), max=np.log10(high),
+                              step=0.01, description="T", continuous_update=True,
+                              readout_format=".3g")
+    widget = w.interactive(explorer.update, temperature=slider)
+    widget.explorer = explorer
+    return widget
+
+
+def student_pair(method, teacher, train, test, width: int, alone: dict | None = None,
+                 progress: bool = False) -> dict:
+    """The student of ``width`` trained twice by a distillation ``method`` from the same
+    initialization (the method's seed): with the teacher (the method's settings) and alone,
+    i.e. with ``alone`` changed (default ``{"weight": 0.0}``: the same loss without its soft
+    term, so the hard labels only). Test accuracy of both and the student's parameters."""
+    import dataclasses as dc
+    arms = {"alone": dc.replace(method, width=width, **(alone or {"weight": 0.0})),
+            "kd": dc.replace(method, width=width)}
+    row = {"width": width}
+    for name in tqdm(arms, desc=f"width {width}", disable=not progress, leave=False):
+        with quiet():
+            student = arms[name].apply(teacher, train)
+        row[name] = round(evaluate(student, test), 4)
+    row["params"] = count_params(student)[0]
+    return row
+
+
+def width_sweep(method, teacher, train, test, widths, alone: dict | None = None,
+                progress: bool = True) -> list[dict]:
+    """``student_pair`` at each of ``widths`` (a progress bar over the widths)."""
+    return [student_pair(method, teacher, train, test, width, alone)
+            for width in tqdm(list(widths), desc="widths", disable=not progress)]
+
+
+class WidthExplorer:
+    """The state behind ``explore_width``: the trained points (``rows``, by width), a slider
+    over ``widths``, a button that trains the chosen width, and one figure redrawn in place."""
+
+    def __init__(self, method, teacher, train, test, rows, widths, teacher_accuracy=None,
+                 teacher_label: str = "teacher", alone: dict | None = None):
+        self.method, self.teacher, self.train_data, self.test = method, teacher, train, test
+        self.rows = {r["width"]: r for r in rows}
+        self.teacher_accuracy, self.teacher_label, self.alone = \
+            teacher_accuracy, teacher_label, alone
+        self.teacher_params = count_params(teacher)[0]
+        options = sorted({*widths, *self.rows})
+        start = max(self.rows) if self.rows else options[0]
+        self.slider = w.SelectionSlider(options=options, value=start, description="width",
+                                        continuous_update=True)
+        self.button = w.Button(description="train this width", icon="play")
+        self.out = w.Output()
+        self.fig, self.ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+        plt.close(self.fig)
+        self.slider.observe(lambda change: self.show(), names="value")
+        self.button.on_click(lambda _: self.train_chosen())
+
+    def train(self, width: int) -> dict:
+        """Train the student of ``width`` alone and with the teacher; keep the point."""
+        self.rows[width] = student_pair(self.method, self.teacher, self.train_data, self.test,
+                                        width, self.alone, progress=True)
+        return self.rows[width]
+
+    def train_chosen(self):
+        with self.out:
+            self.train(self.slider.value)
+        self.show()
+
+    def table(self, width: int) -> list[dict]:
+        row = self.rows.get(width)
+        if row is None:
+            return [{"width": width, "status": "not trained yet: press 'train this width'"}]
+        return [{"width": width, "params": row["params"],
+                 "x fewer than the teacher": round(self.teacher_params / row["params"], 1),
+                 "accuracy alone": row["alone"], "accuracy with the teacher": row["kd"],
+                 "gain (points)": round(100 * (row["kd"] - row["alone"]), 2)}]
+
+    def show(self):
+        width = self.slider.value
+        self.ax.clear()
+        width_curves(self.ax, list(self.rows.values()), self.teacher_accuracy, width,
+                     self.teacher_label)
+        with self.out:
+            clear_output(wait=True)
+            display(HTML(html_table(self.table(width))))
+            display(self.fig)
+
+
+def explore_width(method, teacher, train, test, rows, widths, teacher_accuracy=None,
+                  teacher_label: str = "teacher", alone: dict | None = None):
+    """Student width against accuracy, alone and with the teacher: the points of ``rows``
+    (from ``width_sweep``), a slider over ``widths`` that shows a point's figures, and a
+    button that trains the chosen width with ``method`` (``student_pair``) and adds it.
+    The returned widget has ``.explorer``."""
+    explorer = WidthExplorer(method, teacher, train, test, rows, widths, teacher_accuracy,
+                             teacher_label, alone)
+    explorer.show()
+    widget = w.VBox([w.HBox([explorer.slider, explorer.button]), explorer.out])
+    widget.explorer = explorer
+    return widget
+
+
+@torch.no_grad()
+def fsp_comparison(method, teacher, students: dict, data, images: int = 64):
+    """What ``distill.fsp`` matches: the stages ``method.stages`` pairs (teacher's names),
+    each network's FSP matrices averaged over ``images`` images of ``data`` (teacher first,
+    then ``students``, label -> network of one architecture), and per stage the FSP loss of
+    each student to the teacher (the method's own ``fsp_loss``, per image, no projection:
+    the students must have the teacher's widths there, as the method's default student has)."""
+    from .distill.hints import fsp_matrices
+    from .distill.hints_tensors import fsp_loss
+    x = data.subset(min(images, len(data)), seed=0).tensors()[0]
+    first = next(iter(students.values()))
+    t_stages, s_stages = method.stages(first, teacher, data.shape)
+    per_image = {"teacher": fsp_matrices(teacher.eval(), t_stages, x)}
+    for label, student in students.items():
+        per_image[label] = fsp_matrices(student.eval(), s_stages, x)
+    rows = [{"stage (teacher / student)": f"{t} / {s}",
+             "matrix": "x".join(map(str, per_image["teacher"][i].shape[1:])),
+             **{f"FSP loss, {label}": round(float(fsp_loss([per_image["teacher"][i]],
+                                                             [per_image[label][i]])), 4)
+                for label in students}}
+            for i, (t, s) in enumerate(zip(t_stages, s_stages))]
+    means = {label: [m.mean(0) for m in mats] for label, mats in per_image.items()}
+    return t_stages, means, rows
+
+
+def hint_stage(method, teacher, data) -> dict:
+    """FitNets' stage 1 alone, with ``method``'s own pieces (``distill.fitnets``): a fresh
+    student, the hint and guided layers it picks, its regressor, trained by ``train_hints``
+    for ``method.hint_epochs``. Returns the student, the regressor and the layer names.
+    The teacher is a frozen copy: the caller's network is untouched."""
+    from .distill.losses import frozen
+    from .method import clone_model
+    teacher = frozen(clone_model(teacher))
+    student = method.make_student(teacher, data)
+    hint, guided = method.layers(student, teacher, data.shape)
+    regressor = method.regressor(student, teacher, data.shape, hint, guided)
+    if method.hint_epochs:
+        with quiet():
+            method.train_hints(student, teacher, data, regressor, hint, guided)
+    return {"student": student, "regressor": regressor, "hint": hint, "guided": guided}
+
+
+@torch.no_grad()
+def hint_pair(teacher, stage: dict, data, index: int):
+    """(the teacher's hint, the student's regressed guided layer) for image ``index`` of
+    ``data`` (C x H x W each, both at the regressor's output size), networks in eval mode."""
+    from .distill.hints_tensors import hint_target, run_until
+    x = data.normalize(data.images[index:index + 1])
+    student, regressor = stage["student"].eval(), stage["regressor"].eval()
+    features, _ = run_until(student, stage["guided"], x)
+    regressed = regressor(features)
+    target, _ = run_until(teacher.eval(), stage["hint"], x)
+    return hint_target(target, regressed.shape[-2:])[0], regressed[0]

@@ -231,3 +231,100 @@ def spectrum_panels(left, right, spectrum: torch.Tensor, rank: int, layer: str,
     twin.plot(xs, [base_report.macs / r["macs"] for r in trail], "s--", color="C1", ms=3)
     twin.set_ylabel("x fewer MACs", color="C1")
     right.legend(fontsize=7, loc="lower right")
+
+
+# ------------------------------------------------------------------ lesson 06: distillation
+
+def soft_target_bars(ax, probabilities, label: int | None = None):
+    """A teacher's class probabilities for one image as bars (the true class ``label`` in a
+    second colour) with the uniform 1/classes as a dotted line; returns the bars, so a widget
+    can set their heights instead of drawing a new figure."""
+    p = np.asarray(probabilities, dtype=float)
+    colours = ["C1" if c == label else "C0" for c in range(len(p))]
+    bars = ax.bar(np.arange(len(p)), p, color=colours)
+    ax.axhline(1 / len(p), color="0.5", ls=":", lw=1, label=f"uniform 1/{len(p)}")
+    ax.set_xticks(np.arange(len(p)))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("class" + ("" if label is None else f" (orange: the true class {label})"))
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=7, loc="upper right")
+    return bars
+
+
+def entropy_against_temperature(ax, temperatures, bits, mark: float | None = None,
+                                mark_label: str = ""):
+    """How soft the targets are: their entropy (bits) against T on a log axis, the maximum
+    log2(classes) as a dashed line, ``mark`` (the paper's T) dotted; returns the marker of the
+    current T (a widget moves it with ``set_data``)."""
+    ax.semilogx(temperatures, bits, color="C0")
+    ax.axhline(np.log2(10), color="0.5", ls="--", lw=1, label="uniform (log2 10)")
+    if mark is not None:
+        ax.axvline(mark, color="k", ls=":", label=mark_label or f"T = {mark}")
+    (current,) = ax.plot([], [], "o", color="C3", ms=7, label="this T")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("entropy of the soft targets (bits)")
+    ax.legend(fontsize=7, loc="lower right")
+    return current
+
+
+def width_curves(ax, rows: list[dict], teacher_accuracy: float | None = None,
+                 chosen: int | None = None, teacher_label: str = "teacher"):
+    """Test accuracy against the student's width (log2 axis): one line trained on the labels
+    alone, one with the teacher (rows with keys ``width``, ``alone``, ``kd``), the teacher's
+    accuracy dashed and the ``chosen`` width dotted."""
+    rows = sorted(rows, key=lambda r: r["width"])
+    widths = [r["width"] for r in rows]
+    ax.plot(widths, [100 * r["alone"] for r in rows], "o-", color="C0", ms=4,
+            label="student alone (labels)")
+    ax.plot(widths, [100 * r["kd"] for r in rows], "s-", color="C1", ms=4,
+            label="student with the teacher (KD)")
+    if teacher_accuracy is not None:
+        ax.axhline(100 * teacher_accuracy, color="0.4", ls="--", lw=1, label=teacher_label)
+    if chosen is not None:
+        ax.axvline(chosen, color="k", ls=":", lw=1, label=f"width {chosen}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("student width (units per hidden layer)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def fsp_grid(axes, matrices: dict[str, list], stages: list[str]):
+    """FSP matrices as images: one row of ``axes`` per network in ``matrices`` (label -> one
+    matrix per stage, input channels down, output channels across), one column per stage;
+    each column shares one colour scale, so teacher and student can be compared by eye."""
+    axes = np.atleast_2d(axes)
+    for col, stage in enumerate(stages):
+        column = [m[col].detach().numpy() for m in matrices.values()]
+        limit = max(float(np.abs(m).max()) for m in column) or 1.0
+        for row, (label, matrix) in enumerate(zip(matrices, column)):
+            ax = axes[row, col]
+            image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit,
+                              interpolation="nearest", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"{stage}: {matrix.shape[0]} x {matrix.shape[1]}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+        plt.colorbar(image, ax=axes[:, col].tolist(), location="bottom", shrink=0.8)
+
+
+def hint_maps(axes, maps: dict[str, torch.Tensor]):
+    """A few channels of FitNets' hint and of what a student makes of it, for one image:
+    ``maps`` is label -> C x H x W (the teacher's hint first), one row of ``axes`` each, one
+    column per channel, every channel on the colour scale of the first map's."""
+    axes = np.atleast_2d(axes)
+    reference = next(iter(maps.values()))
+    for col in range(axes.shape[1]):
+        limit = float(reference[col].abs().max()) or 1.0
+        for row, (label, m) in enumerate(maps.items()):
+            ax = axes[row, col]
+            ax.imshow(m[col].detach().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"channel {col}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
