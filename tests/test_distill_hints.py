@@ -15,6 +15,7 @@ from workbench.distill.base import ThinNet
 from workbench.distill.hints import (
     FSP,
     FitNets,
+    FSPLoss,
     GuidedPart,
     HintLoss,
     fsp_matrices,
@@ -28,6 +29,7 @@ from workbench.distill.hints_tensors import (
     stage_fsp,
     stage_layers,
 )
+from workbench.distill.losses import TeacherLoss
 from workbench.models import LeNet5, ResNet20
 
 
@@ -224,3 +226,65 @@ def test_run_until_stops_before_the_rest():
     out, seen = run_until(model, "stages.1", torch.zeros(2, 3, 32, 32), record=("stages.0",))
     assert out.shape == (2, 32, 16, 16) and set(seen) == {"stages.0", "stages.1"}
     assert not ran and not model.stages[1]._forward_hooks
+
+
+def recorded_fits(monkeypatch, cls):
+    """Every ``cls.fit`` call while the test runs: (model, hooks, recipe changes, optimized
+    parameters), the real training still done."""
+    calls, original = [], cls.fit
+
+    def record(self, model, data, hooks=(), optimizer=None, **changes):
+        params = [p for group in optimizer.param_groups for p in group["params"]] \
+            if optimizer else None
+        calls.append((model, list(hooks), changes, params))
+        return original(self, model, data, hooks=hooks, optimizer=optimizer, **changes)
+
+    monkeypatch.setattr(cls, "fit", record)
+    return calls
+
+
+def test_fitnets_teach_is_hints_then_kd(monkeypatch, mnist):
+    train_set, _ = mnist
+    teacher = zoo.pretrained("lenet5")
+    calls = recorded_fits(monkeypatch, FitNets)
+    method = FitNets(epochs=1, hint_epochs=1, width=4, depth=1, temperature=3.0, kd_weight=0.3)
+    with train.quiet():
+        student = method.apply(teacher, train_set)
+    (part, hooks1, changes1, params1), (model2, hooks2, _, params2) = calls
+    assert isinstance(part, GuidedPart) and [type(h) for h in hooks1] == [HintLoss]
+    assert changes1["epochs"] == 1 and hooks1[0].hint == "features.1"
+    lower = {id(p) for p in student.stages[:2].parameters()} | \
+        {id(p) for p in part.regressor.parameters()}
+    assert {id(p) for p in params1} == lower             # lower layers and the regressor only
+    assert model2 is student and params2 is None and [type(h) for h in hooks2] == [TeacherLoss]
+    assert (hooks2[0].temperature, hooks2[0].weight) == (3.0, 0.3)
+    assert not any(p is q for p in part.regressor.parameters() for q in student.parameters())
+
+
+def test_fsp_teach_is_the_fsp_stage_then_the_labels(monkeypatch, cifar):
+    train_set, _ = cifar
+    teacher = zoo.pretrained("resnet20")
+    calls = recorded_fits(monkeypatch, FSP)
+    with train.quiet():
+        student = FSP(epochs=1, fsp_epochs=1, width=16, fsp_lr=0.002).apply(teacher,
+                                                                          train_set)
+    (model1, hooks1, changes1, params1), (model2, hooks2, changes2, _) = calls
+    assert model1 is student is model2
+    assert [type(h) for h in hooks1] == [FSPLoss] and hooks1[0].t_stages == hooks1[0].s_stages
+    assert changes1 == {"epochs": 1, "lr": 0.002} and len(params1) == \
+        len(list(student.parameters()))
+    assert hooks2 == [] and changes2 == {}
+
+
+def test_fsp_and_teachers_refuse_what_does_not_fit(mnist, cifar):
+    train_set, _ = mnist
+    with pytest.raises(ValueError, match="FSP.student='mlp' has no feature map"):
+        FSP(student="mlp", epochs=0).apply(LeNet5(), train_set)
+    with pytest.raises(ValueError, match=r"teacher ResNet20 takes images of shape \(3, 32, 32\)"
+                                         r", not the data's \(1, 28, 28\)"):
+        FSP().apply(zoo.pretrained("resnet20"), train_set)
+    grey = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 10))   # no input_shape
+    with pytest.raises(ValueError, match=r"teacher Sequential cannot read the data's images "
+                                         r"of shape \(3, 32, 32\)"):
+        FitNets().apply(grey, cifar[0])

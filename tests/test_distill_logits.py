@@ -258,3 +258,25 @@ def test_taught_student_regresses_the_selected_neurons(lenet300, mnist_train_2k,
     assert train.evaluate(student, mnist_test_small) > 0.7      # and learns the task
     # the hook is gone: the student is a plain network again
     assert all(not m._forward_hooks for m in student.modules())
+
+
+def test_kd_student_comes_closer_to_the_soft_targets_than_one_taught_by_labels(
+        lenet300, mnist_train_2k, mnist_test_small):
+    x, _ = mnist_test_small.tensors()
+    gaps = {}
+    for weight in (0.0, 1.0):
+        with train.quiet():
+            student = KD(width=32, epochs=2, weight=weight, temperature=4.0).apply(
+                lenet300, mnist_train_2k)
+        with torch.no_grad():
+            gaps[weight] = kd_loss(student(x), lenet300(x), 4.0).item()
+    assert gaps[1.0] < 0.7 * gaps[0.0]
+
+
+def test_students_for_other_images_and_teachers_that_do_not_fit(lenet300, mnist_train_small):
+    from workbench.distill.base import ThinNet, build_student
+    assert isinstance(build_student("auto", None, 2, (1, 32, 32)), ThinNet)   # not a ResNet
+    cifar = data.cifar10("train").subset(64, seed=0)
+    with pytest.raises(ValueError, match=r"teacher LeNet300 takes images of shape "
+                                         r"\(1, 28, 28\), not the data's \(3, 32, 32\)"):
+        KD(**KD.smoke).apply(lenet300, cifar)

@@ -192,3 +192,18 @@ def test_hybrid_runs_distill_then_prune_then_quantize(lenet300, train_small):
     for w in weights:
         assert (w == 0).float().mean() >= 0.5 - 1e-6                        # pruned
         assert len(torch.unique(w[w != 0])) <= 4                           # 4 shared values
+
+
+def test_steps_after_a_distillation_are_checked_against_the_student(train_small):
+    # The student replaces the teacher: its layer names, not the teacher's, are the ones a
+    # later step may name, and an error names the step.
+    lenet5 = zoo.pretrained("lenet5")
+    student = {"student": "mlp", "width": 16, "depth": 1, "epochs": 1}
+    good = METHODS["pipeline.hybrid"](steps=(("distill.kd", student),
+                                             ("prune.magnitude", {"layers": ("net.1",)})))
+    out = good.apply(lenet5, train_small)
+    assert (out.net[1].weight == 0).float().mean() > 0.5
+    bad = METHODS["pipeline.hybrid"](steps=(("distill.kd", student),
+                                            ("prune.magnitude", {"layers": ("features.0",)})))
+    with pytest.raises(ValueError, match=r"step 1 \(prune.magnitude\).*features.0"):
+        bad.apply(lenet5, train_small)

@@ -104,19 +104,37 @@ class Chain(Method):
         return Tags(needs_data=any(t.needs_data for t in steps),
                     lossless=all(t.lossless for t in steps), bits_per_weight=bits)
 
+    def steps_on_input(self) -> list[Method]:
+        """The steps that see the input network itself: up to the first one that builds a
+        new network (a distillation returns a student); the later steps work on that student,
+        which does not exist yet, and are checked when they run."""
+        from .distill.base import Distillation
+        out = []
+        for method in self.methods():
+            out.append(method)
+            if isinstance(method, Distillation):
+                break
+        return out
+
     def supports(self, model: nn.Module) -> bool:
-        return all(m.supports(model) for m in self.methods())
+        return all(m.supports(model) for m in self.steps_on_input())
 
     def check_model(self, model: nn.Module) -> None:
-        for method in self.methods():
-            method.check_model(model)
+        for position, method in enumerate(self.steps_on_input()):
+            try:
+                method.check_model(model)
+            except ValueError as err:
+                raise ValueError(f"step {position} ({method.id}): {err}") from None
 
     def stages(self, model: nn.Module, data=None) -> list[tuple[str, nn.Module]]:
         """[(method id, network after it), ...], the input first as ("base", model).
-        Quiet runs: ``with workbench.train.quiet():``."""
+        Quiet runs: ``with workbench.train.quiet():``. A step's error names the step."""
         out, current = [("base", model)], model
-        for method in self.methods():
-            current = method.apply(current, data if method.tags().needs_data else None)
+        for position, method in enumerate(self.methods()):
+            try:
+                current = method.apply(current, data if method.tags().needs_data else None)
+            except ValueError as err:
+                raise ValueError(f"step {position} ({method.id}): {err}") from None
             out.append((method.id, current))
         return out
 

@@ -16,8 +16,8 @@ and distilled, have the paper's shape, no regularization, the un-jittered traini
 ``STUDENT_EPOCHS`` epochs at ``STUDENT_LR`` (one recipe for both), seeds 0, 1, 2; distilled
 at T = 20 with ``SOFT_WEIGHT`` of the loss on the soft targets (the paper gives T, not the
 mix). The soft term's gradient at high T is the logit error over the number of classes, large
-for a confident teacher: with 0.9 on the soft targets a pilot at lr 0.05 diverged, at lr 0.02
-it beat a soft share of 0.5, hence one lr of 0.02 for both students. Errors are counted on the
+for a confident teacher, so a soft share of 0.9 wants a smaller learning rate than the plain
+student's usual one; one lr, ``STUDENT_LR``, serves both students. Errors are counted on the
 10,000 test images.
 
 CIFAR-10: the zoo's ResNet-20 teaches a ResNet-8 at width 8 (one block per stage, 8-16-32

@@ -9,7 +9,7 @@
 - ``hints``: students taught by the teacher's intermediate maps (``distill.fitnets``,
   ``distill.fsp``).
 """
-from . import base, hints, logits, losses  # noqa: F401
+from . import base, hints, logits, losses
 from .hints import FSP, FitNets
 from .logits import KD, Mimic, Neurons
 

@@ -13,11 +13,15 @@ student's kind, width and depth are knobs:
   pool between stages, global average pooling and one linear layer. It takes any input shape.
 - ``"resnet"``: the CIFAR ResNet of the zoo at ``width`` (16 is ResNet-20's) with ``depth``
   blocks per stage (3 is ResNet-20's); 3-channel inputs only.
-- ``"auto"``: "mlp" for MNIST-shaped teachers, "resnet" otherwise.
+- ``"auto"``: "mlp" for MNIST-shaped data, "resnet" for other 3-channel images, "thin"
+  otherwise.
 
 ``width=None`` takes the kind's own default (``DEFAULT_WIDTH``): Hinton et al.'s 800 units for
-an MLP, 8 channels for the convolutional students (a ResNet of width 8 has about a quarter of
-ResNet-20's channels).
+an MLP, 8 channels for the convolutional students (a ResNet of width 8 has half of ResNet-20's
+channels in every layer, so about a quarter of its weights per layer).
+
+The teacher must take the data's images: one that declares another ``input_shape``, or fails
+on a blank image of the data's shape, is refused with a ``ValueError`` before any training.
 
 ``Distillation.compress(teacher, data)`` builds the student (``make_student``), freezes the
 teacher and calls ``teach(student, teacher, data)``, which each method writes with
@@ -75,7 +79,8 @@ def build_student(kind: str, width: int | None, depth: int, input_shape: tuple[i
     """A freshly initialized student of ``kind`` for inputs of ``input_shape`` (``width``
     None: the kind's default)."""
     if kind == "auto":
-        kind = "mlp" if tuple(input_shape) == MNIST_SHAPE else "resnet"
+        kind = ("mlp" if tuple(input_shape) == MNIST_SHAPE
+                else "resnet" if input_shape[0] == 3 else "thin")
     width = DEFAULT_WIDTH.get(kind) if width is None else width
     if kind == "mlp":
         if tuple(input_shape) != MNIST_SHAPE or classes != 10:
@@ -96,12 +101,22 @@ def build_student(kind: str, width: int | None, depth: int, input_shape: tuple[i
 
 
 def classes_of(teacher: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """The number of outputs of ``teacher`` (one probe of a zero image)."""
+    """The number of outputs of ``teacher`` (one probe of a zero image); a ``ValueError`` if
+    the teacher does not take images of ``input_shape``."""
+    name, takes = type(teacher).__name__, getattr(teacher, "input_shape", None)
+    if takes is not None and tuple(takes) != tuple(input_shape):
+        raise ValueError(f"the teacher {name} takes images of shape {tuple(takes)}, not the "
+                         f"data's {tuple(input_shape)}")
     was_training = teacher.training
     teacher.eval()
-    with torch.no_grad():
-        out = teacher(torch.zeros(1, *input_shape))
-    teacher.train(was_training)
+    try:
+        with torch.no_grad():
+            out = teacher(torch.zeros(1, *input_shape))
+    except RuntimeError as error:
+        raise ValueError(f"the teacher {name} cannot read the data's images of shape "
+                         f"{tuple(input_shape)}: {error}") from error
+    finally:
+        teacher.train(was_training)
     return out.shape[-1]
 
 

@@ -90,6 +90,27 @@ def _sgd(method, params, lr: float) -> torch.optim.Optimizer:
                            weight_decay=method.weight_decay, nesterov=True)
 
 
+# ---------------------------------------------------------------- FitNets and FSP
+
+
+@dataclass
+class MapDistillation(Distillation):
+    """What FitNets and FSP share: a convolutional teacher, the teacher's maps named by the
+    knob ``teacher_maps`` (checked against the teacher) and the CNN training defaults."""
+    teacher_maps = ""        # the name of the knob that names the teacher's maps
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+
+    def supports(self, model):
+        return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+    def check_model(self, model):
+        names, shape = getattr(self, self.teacher_maps), getattr(model, "input_shape", None)
+        if names is not None and shape is not None:
+            names = [names] if isinstance(names, str) else names
+            _check_maps(self, self.teacher_maps, model, names, shape)
+
+
 # ---------------------------------------------------------------- FitNets
 
 
@@ -154,7 +175,7 @@ def _sizes(student, teacher, guided, hint, input_shape):
 
 
 @dataclass
-class FitNets(Distillation):
+class FitNets(MapDistillation):
     """A thin deep student taught by hints (stage 1), then by knowledge distillation."""
     id = "distill.fitnets"
     reference = "Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR 2015)"
@@ -169,18 +190,9 @@ class FitNets(Distillation):
     hint_layer: str | None = knob(None, Optional(Name()))     # the teacher's
     guided_layer: str | None = knob(None, Optional(Name()))   # the student's
     hint_epochs: int = knob(2, Int(0, 1000))
-    temperature: float = knob(4.0, Real(0.05, 100.0))
+    temperature: float = knob(4.0, Real(1.0, 100.0))
     kd_weight: float = knob(0.5, Real(0.0, 1.0))
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-
-    def supports(self, model):
-        return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-    def check_model(self, model):
-        shape = getattr(model, "input_shape", None)
-        if self.hint_layer is not None and shape is not None:
-            _check_maps(self, "hint_layer", model, [self.hint_layer], shape)
+    teacher_maps = "hint_layer"
 
     def layers(self, student, teacher, input_shape) -> tuple[str, str]:
         """(hint, guided): the named ones, checked, or the two networks' middle stages."""
@@ -254,7 +266,7 @@ def _projection(c_student: int, c_teacher: int) -> nn.Module:
 
 
 @dataclass
-class FSP(Distillation):
+class FSP(MapDistillation):
     """FSP matrices of the teacher's stages taught to the student (stage 1), then the task."""
     id = "distill.fsp"
     reference = ("Yim et al. 2017, A Gift from Knowledge Distillation: Fast Optimization, "
@@ -270,16 +282,7 @@ class FSP(Distillation):
     fsp_epochs: int = knob(2, Int(0, 1000))
     # The FSP loss is of fourth order in the activations: the task's step size diverges on it.
     fsp_lr: float = knob(0.001, Real(1e-9, 10.0))
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-
-    def supports(self, model):
-        return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-    def check_model(self, model):
-        shape = getattr(model, "input_shape", None)
-        if self.teacher_stages is not None and shape is not None:
-            _check_maps(self, "teacher_stages", model, self.teacher_stages, shape)
+    teacher_maps = "teacher_stages"
 
     def make_student(self, teacher, data):
         kind = self.student
@@ -295,6 +298,9 @@ class FSP(Distillation):
         order of the forward pass, or the deepest common number of each network's stages."""
         t = list(self.teacher_stages or stage_layers(teacher, input_shape))
         s = list(self.student_stages or stage_layers(student, input_shape))
+        if not s:
+            raise ValueError(f"FSP.student={self.student!r} has no feature map to match: "
+                             "use student='thin' or 'resnet'")
         _check_maps(self, "teacher_stages", teacher, t, input_shape)
         _check_maps(self, "student_stages", student, s, input_shape)
         t, s = _in_forward_order(teacher, t, input_shape), _in_forward_order(student, s,

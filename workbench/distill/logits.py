@@ -30,8 +30,11 @@ of ``fit``) and dropped afterwards. The selection criterion is Fisher's ratio of
 neuron's between-class to within-class variance on ``selection_images`` training images
 (``fisher_ratio``): the neurons that separate the classes best, as Luo et al. keep the
 neurons that best discriminate face attributes. ``keep`` is the share kept (1.0: all of them,
-the comparison); ``select="random"`` draws as many at random, a control. Luo et al. also
-discourage correlated neurons (their mean-field selection); that term is not done here.
+the comparison); ``select="random"`` draws as many at random, a control. Adapted: Luo et al.
+train the student by the regression alone (its features then serve face verification), and
+their mean-field selection also discourages correlated neurons; here the students classify,
+so the labels' cross entropy is kept beside the regression, and the decorrelation term is not
+done.
 Images with three channels are trained with random crops and flips, the others plain.
 """
 from __future__ import annotations
