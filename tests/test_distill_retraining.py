@@ -207,3 +207,31 @@ def test_steps_after_a_distillation_are_checked_against_the_student(train_small)
                                             ("prune.magnitude", {"layers": ("features.0",)})))
     with pytest.raises(ValueError, match=r"step 1 \(prune.magnitude\).*features.0"):
         bad.apply(lenet5, train_small)
+
+
+@pytest.fixture(scope="module")
+def cifar_small():
+    return data.cifar10("train").subset(128, seed=0)
+
+
+@pytest.mark.parametrize("method_id", RETRAINERS)
+def test_every_retraining_method_asks_its_teacher_when_it_trains(method_id, lenet300,
+                                                                  train_small, cifar_small,
+                                                                  monkeypatch):
+    # kd_teacher must reach each method's own training loop, not only its fields.
+    calls = []
+    original = TeacherLoss.loss
+
+    def count(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(TeacherLoss, "loss", count)
+    cls = METHODS[method_id]
+    method = cls(**{**cls.smoke, "epochs": max(1, cls.smoke.get("epochs", 1)),
+                    "kd_teacher": "input"})
+    bases = [(lenet300, train_small), (zoo.pretrained("lenet5"), train_small),
+             (zoo.pretrained("resnet20"), cifar_small)]
+    model, images = next((m, d) for m, d in bases if method.supports(m))
+    method.apply(model, images)
+    assert calls, f"{method_id} trained without asking its teacher"
