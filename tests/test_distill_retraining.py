@@ -26,6 +26,20 @@ def lenet300():
     return zoo.pretrained("lenet300")
 
 
+@pytest.fixture
+def teacher_calls(monkeypatch):
+    """(teacher, batch) of every TeacherLoss call while the test runs."""
+    calls = []
+    original = TeacherLoss.loss
+
+    def record(self, model, x, *args):
+        calls.append((self.teacher, x))
+        return original(self, model, x, *args)
+
+    monkeypatch.setattr(TeacherLoss, "loss", record)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def train_small():
     return data.mnist("train").subset(256, seed=1)
@@ -121,41 +135,24 @@ def test_weight_one_never_reads_the_labels(lenet300, train_small):
 
 
 def test_the_input_teacher_is_the_network_before_compression(lenet300, train_small,
-                                                             monkeypatch):
-    seen = []
-    original = TeacherLoss.loss
-
-    def record(self, model, x, y, logits, loss):
-        with torch.no_grad():
-            seen.append((x, self.teacher(x)))
-        return original(self, model, x, y, logits, loss)
-
-    monkeypatch.setattr(TeacherLoss, "loss", record)
+                                                             teacher_calls):
     before = clone_model(lenet300)
     small_iterative(kd_teacher="input").apply(lenet300, train_small)
-    assert seen, "the teacher never answered"
+    assert teacher_calls, "the teacher never answered"
     with torch.no_grad():
-        for x, answer in seen[:3]:
-            assert torch.allclose(before(x), answer)
+        for teacher, x in teacher_calls[:3]:
+            assert torch.allclose(before(x), teacher(x))
     for p, q in zip(before.state_dict().values(), lenet300.state_dict().values()):
         assert torch.equal(p, q)                      # and the caller's network is untouched
 
 
-def test_structured_pruning_finetunes_with_the_teacher_too(monkeypatch, train_small):
+def test_structured_pruning_finetunes_with_the_teacher_too(teacher_calls, train_small):
     # Channel pruning fine-tunes through prune.structured.finetune, not self.fit directly.
-    calls = []
-    original = TeacherLoss.loss
-
-    def count(self, *args):
-        calls.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(TeacherLoss, "loss", count)
     lenet5 = zoo.pretrained("lenet5")
     method = METHODS["prune.l1_filter"](**{**METHODS["prune.l1_filter"].smoke,
                                           "kd_teacher": "input"})
     method.apply(lenet5, train_small)
-    assert calls
+    assert teacher_calls
 
 
 def test_a_bad_teacher_inside_a_pipeline_names_its_step():
@@ -164,18 +161,11 @@ def test_a_bad_teacher_inside_a_pipeline_names_its_step():
                                           ("quant.trained_kmeans", {"kd_teacher": "nobody"})))
 
 
-def test_a_pipeline_step_is_taught_by_its_zoo_teacher(lenet300, train_small, monkeypatch):
-    teachers = []
-    original = TeacherLoss.loss
-
-    def record(self, *args):
-        teachers.append(self.teacher)
-        return original(self, *args)
-
-    monkeypatch.setattr(TeacherLoss, "loss", record)
+def test_a_pipeline_step_is_taught_by_its_zoo_teacher(lenet300, train_small, teacher_calls):
     steps = (("prune.iterative", {"sparsity": 0.5, "rounds": 1, "epochs": 1}),
              ("quant.trained_kmeans", {"k": 4, "epochs": 1, "kd_teacher": "lenet300"}))
     METHODS["pipeline.hybrid"](steps=steps).apply(lenet300, train_small)
+    teachers = [t for t, _ in teacher_calls]
     assert teachers and all(t is teachers[0] for t in teachers)   # only the second step
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
@@ -217,16 +207,8 @@ def cifar_small():
 @pytest.mark.parametrize("method_id", RETRAINERS)
 def test_every_retraining_method_asks_its_teacher_when_it_trains(method_id, lenet300,
                                                                   train_small, cifar_small,
-                                                                  monkeypatch):
+                                                                  teacher_calls):
     # kd_teacher must reach each method's own training loop, not only its fields.
-    calls = []
-    original = TeacherLoss.loss
-
-    def count(self, *args):
-        calls.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(TeacherLoss, "loss", count)
     cls = METHODS[method_id]
     method = cls(**{**cls.smoke, "epochs": max(1, cls.smoke.get("epochs", 1)),
                     "kd_teacher": "input"})
@@ -234,4 +216,4 @@ def test_every_retraining_method_asks_its_teacher_when_it_trains(method_id, lene
              (zoo.pretrained("resnet20"), cifar_small)]
     model, images = next((m, d) for m, d in bases if method.supports(m))
     method.apply(model, images)
-    assert calls, f"{method_id} trained without asking its teacher"
+    assert teacher_calls, f"{method_id} trained without asking its teacher"

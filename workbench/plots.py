@@ -289,6 +289,17 @@ def width_curves(ax, rows: list[dict], teacher_accuracy: float | None = None,
     ax.legend(fontsize=7, loc="lower right")
 
 
+def _grid_cell(ax, row: int, col: int, title: str, label: str) -> None:
+    """An image cell of a grid: no ticks, the column's title on the top row, the row's label
+    on the first column."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if row == 0:
+        ax.set_title(title, fontsize=8)
+    if col == 0:
+        ax.set_ylabel(label, fontsize=8)
+
+
 def fsp_grid(axes, matrices: dict[str, list], stages: list[str]):
     """FSP matrices as images: one row of ``axes`` per network in ``matrices`` (label -> one
     matrix per stage, input channels down, output channels across), one column per stage;
@@ -301,12 +312,7 @@ def fsp_grid(axes, matrices: dict[str, list], stages: list[str]):
             ax = axes[row, col]
             image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit,
                               interpolation="nearest", aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"{stage}: {matrix.shape[0]} x {matrix.shape[1]}", fontsize=8)
-            if col == 0:
-                ax.set_ylabel(label, fontsize=8)
+            _grid_cell(ax, row, col, f"{stage}: {matrix.shape[0]} x {matrix.shape[1]}", label)
         plt.colorbar(image, ax=axes[:, col].tolist(), location="bottom", shrink=0.8)
 
 
@@ -322,9 +328,4 @@ def hint_maps(axes, maps: dict[str, torch.Tensor]):
             ax = axes[row, col]
             ax.imshow(m[col].detach().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit,
                       interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"channel {col}", fontsize=8)
-            if col == 0:
-                ax.set_ylabel(label, fontsize=8)
+            _grid_cell(ax, row, col, f"channel {col}", label)
