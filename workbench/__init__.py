@@ -3,8 +3,8 @@
 ``METHODS`` maps each implemented catalogue id to its method class; ``catalogue.CATALOGUE``
 lists every id of the survey, so what is still missing can be shown.
 """
-from . import (binary, codec, data, distill, encode, lowrank, measure, models, pipeline, prune,
-               quantize, train, zoo)
+from . import (arch, binary, codec, data, distill, encode, lowrank, measure, models, pipeline,
+               prune, quantize, train, zoo)
 from .measure import Report, report
 from .method import Method
 from .prune import Magnitude
@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 METHODS: dict[str, type[Method]] = {
     cls.id: cls for cls in prune.METHODS + quantize.METHODS + binary.METHODS + lowrank.METHODS
-    + distill.METHODS + encode.METHODS + pipeline.METHODS}
+    + distill.METHODS + arch.METHODS + encode.METHODS + pipeline.METHODS}
 
-__all__ = ["METHODS", "Magnitude", "Method", "Report", "binary", "codec", "data", "distill",
+__all__ = ["METHODS", "Magnitude", "Method", "Report", "arch", "binary", "codec", "data", "distill",
            "encode", "lowrank", "measure", "models", "pipeline", "prune", "quantize", "report",
            "train", "zoo"]

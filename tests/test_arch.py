@@ -1,0 +1,104 @@
+"""Section F's methods: a compact network for the input's task, the zoo's or one trained at
+the chosen knobs (``workbench.arch``)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench import METHODS, arch, codec, data, train, zoo
+from workbench.models import ARCHITECTURES, build
+
+ARCH_IDS = sorted(mid for mid in METHODS if mid.startswith("arch."))
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    return zoo.pretrained("resnet20")
+
+
+@pytest.fixture(scope="module")
+def cifar_train():
+    return data.cifar10("train").subset(1024, seed=0)
+
+
+def test_every_arch_method_names_a_zoo_network_and_its_knobs():
+    assert ARCH_IDS
+    for mid in ARCH_IDS:
+        cls = METHODS[mid]
+        assert cls.network in ARCHITECTURES and ARCHITECTURES[cls.network][1] == "cifar10"
+        defaults = arch.zoo_defaults(cls.network)
+        method = cls()
+        # at its defaults a method describes the zoo's network (the one with a checkpoint)
+        assert set(cls.knobs) <= set(defaults)
+        assert method.at_zoo_defaults(), mid
+        assert set(cls.sliders) <= set(cls.knobs)
+
+
+@pytest.mark.parametrize("method_id", [m for m in ARCH_IDS
+                                       if METHODS[m].network in zoo.trained()])
+def test_epochs_0_gives_the_zoo_checkpoint(method_id, resnet20):
+    cls = METHODS[method_id]
+    out = cls().apply(resnet20)
+    reference = zoo.pretrained(cls.network)
+    assert type(out) is type(reference)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(out.state_dict()[key], value), key
+
+
+def test_epochs_0_at_other_knobs_is_refused_with_what_to_do(resnet20):
+    with pytest.raises(ValueError, match=r"width.*epochs > 0"):
+        METHODS["arch.mobilenet_v2"](width=0.25).apply(resnet20)
+
+
+def test_mnist_networks_are_not_supported():
+    lenet = zoo.pretrained("lenet5")
+    method = METHODS["arch.nin"]()
+    assert not method.supports(lenet)
+    with pytest.raises(ValueError, match="CIFAR-10 classifier"):
+        method.apply(lenet)
+
+
+def test_rules_between_knobs_are_checked_before_training(resnet20, cifar_train):
+    # two poolings at one place is something only SqueezeNet itself can refuse
+    method = METHODS["arch.squeezenet"](pool_after=(1, 1), epochs=1)
+    with pytest.raises(ValueError, match="SqueezeNetMethod: pool_after"):
+        method.apply(resnet20, cifar_train)
+
+
+def test_training_is_the_zoo_recipe_on_a_network_built_at_the_knobs(resnet20, cifar_train):
+    # the oracle: the same network built by hand at the knobs, trained by train.fit with
+    # the recipe the method states (SGD, one-cycle, crop and flip)
+    small = cifar_train.subset(256, seed=2)
+    method = METHODS["arch.mobilenet"](width=0.25, resolution=0.5, epochs=1, seed=3)
+    with train.quiet():
+        out = method.apply(resnet20, small)
+        with train.seeded(3):
+            expected = build("mobilenet", width=0.25, resolution=0.5)
+        train.fit(expected, small, train.Recipe(epochs=1, lr=0.1, weight_decay=5e-4, seed=3,
+                                                augment=True))
+    assert out.config["width"] == 0.25 and out.config["resolution"] == 0.5
+    for key, value in expected.state_dict().items():
+        assert torch.equal(out.state_dict()[key], value), key
+    # a trained compact network is stored and restored like any other
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(codec.decode(codec.encode(out))(x), out(x))
+
+
+def test_the_input_network_can_teach_the_compact_one(resnet20, cifar_train, monkeypatch):
+    from workbench.distill.losses import TeacherLoss
+    teachers = []
+    original = TeacherLoss.loss
+
+    def record(self, model, x, *args):
+        teachers.append(self.teacher)
+        return original(self, model, x, *args)
+
+    monkeypatch.setattr(TeacherLoss, "loss", record)
+    method = METHODS["arch.nin"](width=0.0625, epochs=1, kd_teacher="input")
+    with train.quiet():
+        method.apply(resnet20, cifar_train.subset(256, seed=1))
+    assert teachers and all(type(t) is type(resnet20) for t in teachers)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(teachers[0](x), resnet20(x))   # the input, frozen, not a new net
