@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils import benchmark
 
 from workbench import measure, models, timing, zoo
 from workbench.method import clone_model
@@ -60,6 +61,24 @@ def test_results_state_threads_load_and_warmup():
     assert {"speedup", "spread", "significant", "display", "a_ms", "b_ms", "threads",
             "load_avg", "cpus", "pairs", "warmup", "batch"} <= set(c)
     assert c["threads"] == 1 and c["pairs"] == 4 and len(c["spread"]) == 2
+
+
+def test_a_slow_network_is_timed_over_several_blocks(monkeypatch):
+    # A network slower than min_run_time fills it with one block; the figure must still rest
+    # on MIN_BLOCKS blocks, so that its interquartile range is a spread and not a zero.
+    blocks = []
+    original = benchmark.Timer.timeit
+
+    def counted(self, number=1000000):
+        measurement = original(self, number)
+        blocks.append(number)
+        return measurement
+
+    monkeypatch.setattr(benchmark.Timer, "timeit", counted)
+    net = models.build("lenet300")
+    t = timing.time_model(net, net.input_shape, batch=2, threads=1, min_run_time=1e-6)
+    extra = blocks[1:]                      # the first timeit call is the warm-up
+    assert len(extra) >= timing.MIN_BLOCKS - 1 and t.iqr_ms >= 0
 
 
 def test_the_thread_count_is_restored():

@@ -49,6 +49,7 @@ WARMUP = 5          # forward passes before any timing, not counted
 PAIRS = 30          # A/B pairs of blocks in a comparison
 BLOCK_TIME = 0.02   # seconds per block, and at least
 BLOCK_CALLS = 5     # calls per block, so that its median call is an uninterrupted one
+MIN_BLOCKS = 5      # blocks behind a time_model figure, so that its spread means something
 TOLERANCE = 0.05    # a ratio within 5% of 1 is no measurable change, whatever its spread
 
 
@@ -142,13 +143,19 @@ def time_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                threads: int | None = None, min_run_time: float = 0.3,
                warmup: int = WARMUP, seed: int = 0) -> Timing:
     """Warm time per forward pass of ``model`` at ``batch`` on ``threads`` threads (default:
-    torch's current setting): ``warmup`` passes, then ``blocked_autorange(min_run_time)``."""
+    torch's current setting): ``warmup`` passes, then ``blocked_autorange(min_run_time)``,
+    and more blocks of the same size until there are ``MIN_BLOCKS`` (a slow network fills
+    ``min_run_time`` with one block, whose spread would be zero)."""
     threads = threads or torch.get_num_threads()
     with _eval(model):
         timer = _timer(model, _input(input_shape, batch, seed), threads)
         timer.timeit(warmup)
         m = timer.blocked_autorange(min_run_time=min_run_time)
-    return Timing(m.median * 1e3, m.iqr * 1e3, batch, threads, warmup,
+        times = list(m.times)
+        while len(times) < MIN_BLOCKS:
+            times.append(timer.timeit(m.number_per_run).median)
+    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return Timing(median * 1e3, (q3 - q1) * 1e3, batch, threads, warmup,
                   round(os.getloadavg()[0], 2), os.cpu_count())
 
 
