@@ -329,3 +329,33 @@ def hint_maps(axes, maps: dict[str, torch.Tensor]):
             ax.imshow(m[col].detach().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit,
                       interpolation="nearest")
             _grid_cell(ax, row, col, f"channel {col}", label)
+
+
+def architecture_map(axes, rows: list[dict], references=("vgg_small", "resnet20")):
+    """Two panels of the zoo's CIFAR-10 networks (rows of ``bench architectures``): test
+    accuracy against MACs (log axis), and batch-64 time on one thread against MACs, where a
+    network above the line through the references runs slower than its MACs promise. The
+    reference networks are drawn as squares, the compact ones as dots."""
+    left, right = axes
+    for r in rows:
+        ref = r["model"] in references
+        style = dict(marker="s" if ref else "o", color="0.3" if ref else "C0", ms=6, ls="")
+        left.plot(r["macs"] / 1e6, 100 * r["accuracy"], **style)
+        right.plot(r["macs"] / 1e6, r["ms_b64_t1"], **style)
+        for ax, y in ((left, 100 * r["accuracy"]), (right, r["ms_b64_t1"])):
+            ax.annotate(r["model"], (r["macs"] / 1e6, y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    refs = [r for r in rows if r["model"] in references]
+    if refs:   # time if every MAC cost what it costs in the references
+        per_mac = np.median([r["ms_b64_t1"] / r["macs"] for r in refs])
+        xs = np.geomspace(min(r["macs"] for r in rows), max(r["macs"] for r in rows), 50)
+        right.plot(xs / 1e6, per_mac * xs, "--", color="0.5", lw=1,
+                   label="time at the references' cost per MAC")
+        right.legend(fontsize=7, loc="upper left")
+    left.set_ylabel("test accuracy (%)")
+    right.set_ylabel("ms per batch of 64, 1 thread")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("MACs per image (millions)")
+        ax.grid(True, which="both", alpha=0.3)
+    right.set_yscale("log")
