@@ -8,7 +8,7 @@ import torch
 from workbench import METHODS, arch, codec, data, train, zoo
 from workbench.models import ARCHITECTURES, build
 
-ARCH_IDS = sorted(mid for mid in METHODS if mid.startswith("arch."))
+ARCH_IDS = sorted(mid for mid, cls in METHODS.items() if issubclass(cls, arch.CompactNetwork))
 
 
 @pytest.fixture(scope="module")

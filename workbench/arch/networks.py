@@ -31,9 +31,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .method import Int, Real, Seq, Tags, TrainingMethod, knob
-from .models import ARCHITECTURES, build
-from .train import seeded
+from ..method import Int, Real, Seq, Tags, TrainingMethod, knob
+from ..models import ARCHITECTURES, build
+from ..train import seeded
 
 CIFAR_SHAPE = (3, 32, 32)
 CLASSES = 10
@@ -93,8 +93,9 @@ class CompactNetwork(TrainingMethod):
             changed = {k: v for k, v in self.config().items()
                        if not _same(v, zoo_defaults(self.network)[k])}
             raise ValueError(
-                f"{type(self).__name__}: only the zoo's knobs {self.zoo_knobs()} have a trained "
-                f"checkpoint; {changed} need training: set epochs > 0 and pass the data")
+                f"{type(self).__name__}.epochs=0: only the zoo's knobs {self.zoo_knobs()} have a "
+                f"trained checkpoint; {changed} need training: allowed is epochs > 0 (and the "
+                f"data) for these knobs")
         try:
             with seeded(0):       # a trial build, on its own random stream
                 build(self.network, **self.config())
@@ -107,7 +108,7 @@ class CompactNetwork(TrainingMethod):
 
     def compress(self, model: nn.Module, data=None) -> nn.Module:
         if self.epochs == 0:
-            from .zoo import pretrained
+            from ..zoo import pretrained
             return pretrained(self.network)
         with seeded(self.seed):
             network = build(self.network, **self.config())
