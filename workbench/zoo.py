@@ -29,7 +29,9 @@ def cifar_recipe() -> Recipe:
     return Recipe(epochs=20, lr=0.1, weight_decay=5e-4, augment=True, batch_size=128)
 
 
-COMPACT = ("mobilenet_v2", "shufflenet_v2", "mobilenet", "squeezenet", "nin")  # catalogue F
+COMPACT = ("mobilenet_v2", "shufflenet_v2", "mobilenet", "squeezenet", "nin",  # catalogue F
+           "shufflenet", "resnext", "darknet", "inception", "xception", "effnet",
+           "sepnet", "efficientnet")
 RECIPES = {
     "lenet300": Recipe(epochs=30, lr=0.05, weight_decay=1e-4, schedule="onecycle"),
     "lenet5": Recipe(epochs=20, lr=0.05, weight_decay=5e-4, schedule="onecycle"),
@@ -49,7 +51,15 @@ TARGETS = {  # minimum test accuracy, and the paper's number for the notebooks
         ("shufflenet_v2", "Ma et al. 2018 (ImageNet only)"),
         ("mobilenet", "Howard et al. 2017 (ImageNet only)"),
         ("squeezenet", "Iandola et al. 2016 (ImageNet only)"),
-        ("nin", "Lin et al. 2013 (CIFAR-10 at width 1: not comparable)"))},
+        ("nin", "Lin et al. 2013 (CIFAR-10 at width 1: not comparable)"),
+        ("shufflenet", "Zhang et al. 2018 (ImageNet only)"),
+        ("resnext", "Xie et al. 2017 (CIFAR-10 at over 100x our size: not comparable)"),
+        ("darknet", "Redmon & Farhadi 2017 (ImageNet only)"),
+        ("inception", "Szegedy et al. 2016 (ImageNet only)"),
+        ("xception", "Chollet 2017 (ImageNet and JFT only)"),
+        ("effnet", "Freeman et al. 2018 (CIFAR-10, a shallower network: not comparable)"),
+        ("sepnet", "Li et al. 2017 (ImageNet only)"),
+        ("efficientnet", "Tan & Le 2019 (ImageNet; CIFAR-10 only by transfer from ImageNet)"))},
 }
 
 

@@ -12,8 +12,13 @@ import json
 from torch import nn
 
 from .cifar import ResNet20, VGGSmall
+from .efficient import EfficientNet
+from .grouped import ResNeXt, ShuffleNet
+from .inception import Inception
 from .lenet import LeNet5, LeNet300
 from .mobile import MobileNet, MobileNetV2
+from .plain import DarkNet
+from .separable import EffNet, SepNet, Xception
 from .shuffle import ShuffleNetV2
 from .squeeze import NiN, SqueezeNet
 
@@ -28,6 +33,14 @@ ARCHITECTURES = {
     "mobilenet": (MobileNet, "cifar10"),
     "squeezenet": (SqueezeNet, "cifar10"),
     "nin": (NiN, "cifar10"),
+    "shufflenet": (ShuffleNet, "cifar10"),
+    "resnext": (ResNeXt, "cifar10"),
+    "darknet": (DarkNet, "cifar10"),
+    "inception": (Inception, "cifar10"),
+    "xception": (Xception, "cifar10"),
+    "effnet": (EffNet, "cifar10"),
+    "sepnet": (SepNet, "cifar10"),
+    "efficientnet": (EfficientNet, "cifar10"),
 }
 
 
@@ -157,5 +170,6 @@ def build(name: str, **kwargs):
 
 __all__ = ["ARCHITECTURES", "CUSTOM_MODULES", "Attachment", "architecture_of", "attach",
            "attached", "build", "custom_modules", "name_of", "register_module",
-           "replace_module", "LeNet300", "LeNet5", "ResNet20", "VGGSmall", "MobileNet",
-           "MobileNetV2", "NiN", "ShuffleNetV2", "SqueezeNet"]
+           "replace_module", "DarkNet", "EffNet", "EfficientNet", "Inception", "LeNet300",
+           "LeNet5", "MobileNet", "MobileNetV2", "NiN", "ResNeXt", "ResNet20", "SepNet",
+           "ShuffleNet", "ShuffleNetV2", "SqueezeNet", "VGGSmall", "Xception"]
