@@ -49,7 +49,7 @@ FAMILIES: dict[str, str] = {
 # Families whose every id must be implemented in workbench.METHODS (checked by the tests).
 # A family is added here once all of its methods have landed.
 LANDED_FAMILIES: frozenset[str] = frozenset({"pruning", "quantization", "binary", "lowrank",
-                                             "distillation"})
+                                             "distillation", "architecture"})
 
 
 def _seeds(text: str) -> tuple[str, ...]:

@@ -201,4 +201,124 @@ class NiNMethod(CompactNetwork):
     dropout: float = knob(0.0, Real(0.0, 0.9))
 
 
-METHODS = (MobileNetV1, MobileNetV2Method, ShuffleNetV2Method, SqueezeNetMethod, NiNMethod)
+@dataclass
+class ShuffleNetV1(CompactNetwork):
+    """Grouped 1x1 convolutions, with a channel shuffle so that the next group sees every
+    group's output (Zhang et al. 2018); number of groups and width."""
+    id: ClassVar[str] = "arch.shufflenet"
+    reference: ClassVar[str] = "Zhang et al. 2018, ShuffleNet"
+    network: ClassVar[str] = "shufflenet"
+    knobs: ClassVar[tuple[str, ...]] = ("groups", "width", "repeats")
+    sliders: ClassVar[dict] = {"groups": (1, 8, 1), "width": (0.25, 1.0, 0.25)}
+    smoke: ClassVar[dict] = {"epochs": 1, "groups": 2, "repeats": (1, 1, 1)}
+    groups: int = knob(3, Int(1, 8))
+    width: float = knob(0.25, WIDTH)
+    repeats: tuple = knob((2, 4, 2), Seq(Int(1, 16), 3, 3))
+
+
+@dataclass
+class ResNeXtMethod(CompactNetwork):
+    """Residual blocks whose 3x3 convolution is split into ``cardinality`` parallel paths
+    (a grouped convolution), more paths instead of wider ones (Xie et al. 2017)."""
+    id: ClassVar[str] = "arch.resnext"
+    reference: ClassVar[str] = "Xie et al. 2017, ResNeXt"
+    network: ClassVar[str] = "resnext"
+    knobs: ClassVar[tuple[str, ...]] = ("cardinality", "group_width", "width", "blocks")
+    sliders: ClassVar[dict] = {"cardinality": (1, 16, 1), "group_width": (2, 16, 2)}
+    smoke: ClassVar[dict] = {"epochs": 1, "cardinality": 2, "width": 16, "blocks": 1}
+    cardinality: int = knob(8, Int(1, 64))
+    group_width: int = knob(4, Int(1, 64))
+    width: int = knob(48, Int(8, 1024))
+    blocks: int = knob(2, Int(1, 16))
+
+
+@dataclass
+class DarkNetMethod(CompactNetwork):
+    """A plain stack of 3x3 convolutions with 1x1 bottlenecks between them, no shortcuts
+    (Redmon and Farhadi 2017, DarkNet-19); width."""
+    id: ClassVar[str] = "arch.darknet"
+    reference: ClassVar[str] = "Redmon & Farhadi 2017, YOLO9000 (DarkNet-19)"
+    network: ClassVar[str] = "darknet"
+    knobs: ClassVar[tuple[str, ...]] = ("width",)
+    sliders: ClassVar[dict] = {"width": (0.125, 1.0, 0.125)}
+    smoke: ClassVar[dict] = {"epochs": 1, "width": 0.0625}
+    width: float = knob(0.25, WIDTH)
+
+
+@dataclass
+class InceptionMethod(CompactNetwork):
+    """Inception blocks: parallel branches of different receptive fields, the larger kernels
+    factorized into 1xn then nx1 (Szegedy et al. 2016); width and n."""
+    id: ClassVar[str] = "arch.inception"
+    reference: ClassVar[str] = "Szegedy et al. 2015-2017, Inception v1-v4"
+    network: ClassVar[str] = "inception"
+    knobs: ClassVar[tuple[str, ...]] = ("width", "n", "blocks")
+    sliders: ClassVar[dict] = {"width": (0.1, 0.5, 0.05)}
+    smoke: ClassVar[dict] = {"epochs": 1, "width": 0.1}
+    width: float = knob(0.2, WIDTH)
+    n: int = knob(3, Int(1, 7))
+    blocks: tuple = knob((1, 1, 1), Seq(Int(1, 8), 3, 3))
+
+
+@dataclass
+class XceptionMethod(CompactNetwork):
+    """Depthwise separable convolutions in residual blocks: Inception taken to one branch per
+    channel (Chollet 2017); width and middle-flow depth."""
+    id: ClassVar[str] = "arch.xception"
+    reference: ClassVar[str] = "Chollet 2017, Xception"
+    network: ClassVar[str] = "xception"
+    knobs: ClassVar[tuple[str, ...]] = ("width", "middle_blocks")
+    sliders: ClassVar[dict] = {"width": (0.0625, 0.5, 0.0625)}
+    smoke: ClassVar[dict] = {"epochs": 1, "width": 0.0625, "middle_blocks": 1}
+    width: float = knob(0.125, WIDTH)
+    middle_blocks: int = knob(3, Int(1, 8))
+
+
+@dataclass
+class EffNetMethod(CompactNetwork):
+    """A 3x3 depthwise filter split into 1x3 and 3x1 depthwise passes with pooling between
+    (Freeman et al. 2018); width and blocks per stage."""
+    id: ClassVar[str] = "arch.effnet"
+    reference: ClassVar[str] = "Freeman et al. 2018, EffNet"
+    network: ClassVar[str] = "effnet"
+    knobs: ClassVar[tuple[str, ...]] = ("width", "blocks")
+    sliders: ClassVar[dict] = {"width": (0.25, 1.5, 0.25)}
+    smoke: ClassVar[dict] = {"epochs": 1, "width": 0.25, "blocks": 1}
+    width: float = knob(0.75, WIDTH)
+    blocks: int = knob(2, Int(1, 8))
+
+
+@dataclass
+class SepNetMethod(CompactNetwork):
+    """Pattern residual blocks: a group-wise kxk convolution plus a 1x1 one, summed (Li et
+    al. 2017, SEP-Nets); groups and width."""
+    id: ClassVar[str] = "arch.sepnet"
+    reference: ClassVar[str] = "Li et al. 2017, SEP-Nets"
+    network: ClassVar[str] = "sepnet"
+    knobs: ClassVar[tuple[str, ...]] = ("groups", "width", "blocks")
+    sliders: ClassVar[dict] = {"groups": (1, 8, 1)}
+    smoke: ClassVar[dict] = {"epochs": 1, "width": 16, "blocks": 1}
+    groups: int = knob(4, Int(1, 64))
+    width: int = knob(48, Int(8, 1024))
+    blocks: int = knob(2, Int(1, 16))
+
+
+@dataclass
+class EfficientNetMethod(CompactNetwork):
+    """Compound scaling: depth, width and resolution grown together from one coefficient
+    phi by the paper's alpha, beta, gamma rule (Tan & Le 2019), on MBConv blocks."""
+    id: ClassVar[str] = "arch.efficientnet"
+    reference: ClassVar[str] = "Tan & Le 2019, EfficientNet"
+    network: ClassVar[str] = "efficientnet"
+    knobs: ClassVar[tuple[str, ...]] = ("phi", "width", "depth", "last_channels")
+    sliders: ClassVar[dict] = {"phi": (0.0, 3.0, 0.5)}
+    smoke: ClassVar[dict] = {"epochs": 1, "width": 0.125, "depth": 0.25, "last_channels": 64}
+    phi: float = knob(0.0, Real(0.0, 8.0))
+    width: float = knob(0.25, WIDTH)
+    depth: float = knob(0.5, Real(0.0625, 4.0))
+    last_channels: int = knob(320, Int(8, 2048))
+
+
+METHODS = (MobileNetV1, MobileNetV2Method, ShuffleNetV2Method, SqueezeNetMethod, NiNMethod,
+           ShuffleNetV1, ResNeXtMethod, DarkNetMethod, InceptionMethod, XceptionMethod,
+           EffNetMethod, SepNetMethod, EfficientNetMethod)
