@@ -5,10 +5,13 @@ Linear), its BatchNorm if any, and the inputs of the consuming layer. Removing c
 deletes row ``c`` of the producer, entry ``c`` of the norm, and the inputs of the consumer
 that read channel ``c`` (``spatial`` of them when a Flatten sits in between).
 
-An architecture supports channel pruning by declaring its groups in a method
-``channel_groups(self) -> list[ChannelGroup]`` (in forward order), each naming the ``slot`` of
-its constructor config that holds the width, so that ``prune.surgery.shrink`` can rebuild a
-smaller network of the same class with ``type(model)(**config)``.
+An architecture may declare its groups in a method ``channel_groups(self) ->
+list[ChannelGroup]`` (in forward order), each naming the ``slot`` of its constructor config
+that holds the width, so that ``prune.surgery.shrink`` can rebuild a smaller network of the
+same class with ``type(model)(**config)``. Which channels are coupled is found without them,
+by tracing (``prune.dependency``); on the zoo networks that declare groups the traced ones are
+equal (tests/test_prune_dependency.py). The declarations remain for the config rebuild and
+for the methods that read one producer, one norm and one consumer per group.
 
 This module imports only torch, so that the architectures and the pruning code can both
 import it.

@@ -2,10 +2,14 @@
 elimination, L1-norm filters here; data-free merging (``merge``) and layer removal
 (``blocks``) in their own modules, importable from here too.
 
-Every method decides which channels of each ``surgery.channel_groups`` group stay and hands
-that to ``surgery.shrink``, which builds real smaller layers (the consumer's inputs go too).
-Residual networks are pruned only inside their blocks (conv1 -> conv2), since the channels a
-block adds to its shortcut must keep the shortcut's width (Li et al. 2016).
+Every method decides which channels of each group stay and hands that to ``surgery.shrink``,
+which builds real smaller layers (the consumer's inputs go too). L1Filter takes its groups
+from tracing the network (``surgery.traced_groups``: residual stages, concatenations and
+shuffles couple channels, so it prunes MobileNet v2 and ShuffleNet v2 too); APoZ and
+Activity read the groups a network declares (``surgery.channel_groups``: one producer, its
+norm, one consumer). ResNet-20's option-A shortcuts pad channels with zeros, so its stages
+keep their width and only the inner channels of its blocks (conv1 -> conv2) are pruned, as
+in Li et al. 2016.
 
 Activations are read after the ReLU (``structured.relu_site``): the ``nn.ReLU`` module after a
 producer or its BatchNorm, or a residual block's functional ReLU after ``bn1``. Caffe's LeNet-5
@@ -23,15 +27,15 @@ from ..models.groups import ChannelGroup
 from .blocks import (LayerRemoval, depth_of, greedy_block_removal, removable_blocks,
                      subset_cost, without_block)
 from .merge import Merge, merge_neurons, merge_saliency, squared_distances
-from .structured import (activations, conv_groups, finetune, finetune_recipe,
-                         has_channel_groups, keep_count, keep_highest, per_channel_mean,
-                         relu_site, settings_without_training)
-from .surgery import channel_groups, layer_io, shrink
+from .structured import (activations, finetune, finetune_recipe, has_channel_groups,
+                         keep_count, keep_highest, per_channel_mean, relu_site,
+                         settings_without_training)
+from .surgery import CoupledGroup, channel_groups, layer_io, shrink, traced_groups
 
 __all__ = ["APoZ", "Activity", "ChannelGroup", "L1Filter", "LayerRemoval", "Merge",
            "activations", "apoz", "apoz_keep", "channel_groups", "depth_of", "filter_l1",
-           "finetune", "greedy_block_removal", "keep_count", "keep_highest", "layer_io",
-           "merge_neurons", "merge_saliency", "per_channel_mean", "relu_site",
+           "finetune", "greedy_block_removal", "group_l1", "keep_count", "keep_highest",
+           "layer_io", "merge_neurons", "merge_saliency", "per_channel_mean", "relu_site",
            "removable_blocks", "shrink", "squared_distances", "subset_cost", "without_block"]
 
 # ------------------------------------------------------------------ APoZ
@@ -143,20 +147,42 @@ def filter_l1(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().flatten(1).sum(1)
 
 
+def group_l1(model: nn.Module, group: CoupledGroup) -> torch.Tensor:
+    """The L1 norm of each class of a coupled group: the sum over its producers of the
+    filters in that class (channels added together are scored together)."""
+    scores = torch.zeros(group.width)
+    for producer in group.producers:
+        rows = group.rows(producer)
+        mine = rows >= 0
+        l1 = filter_l1(model.get_submodule(producer).weight)
+        scores.index_add_(0, rows[mine], l1[mine].to(scores.dtype))
+    return scores
+
+
+def conv_coupled_groups(model: nn.Module) -> list[CoupledGroup]:
+    """The prunable traced groups whose producers are all convolutions."""
+    return [g for g in traced_groups(model)
+            if all(isinstance(model.get_submodule(p), nn.Conv2d) for p in g.producers)]
+
+
 @dataclass
 class L1Filter(TrainingMethod):
     """Remove the conv filters of smallest L1 norm, then retrain for ``epochs`` (Li et al.
-    2016). Without retraining (``epochs=0``) it needs no data."""
+    2016). Without retraining (``epochs=0``) it needs no data.
+
+    The groups come from tracing the network: filters whose channels are added together (a
+    residual stage) or moved by a concatenation or a shuffle go together, scored by the sum
+    of their L1 norms."""
     id = "prune.l1_filter"
     reference = "Li, Kadav, Durdanovic, Samet, Graf 2016, Pruning Filters for Efficient ConvNets"
     sliders = {"fraction": (0.0, 0.95, 0.05), "epochs": (0, 5, 1)}
     smoke = {"epochs": 1}
     effects = ("smaller_module", "fewer_macs", "fewer_bytes")
-    requires = "a channel group produced by a Conv2d (a model's channel_groups())"
+    requires = "a prunable channel group produced by convolutions (found by tracing)"
 
-    fraction: float = knob(0.3, Real(0.0, 0.99))   # of the filters of each conv layer removed
-    # producer name -> fraction, overriding ``fraction`` (e.g. {"features.0": 0.5}); the
-    # paper prunes sensitive layers less
+    fraction: float = knob(0.3, Real(0.0, 0.99))   # of the filters of each group removed
+    # group name (its first producer) -> fraction, overriding ``fraction`` (e.g.
+    # {"features.0": 0.5}); the paper prunes sensitive layers less
     layer_fractions: dict = knob({}, Mapping(Real(0.0, 0.99)))
     round_to: int = knob(1, Int(1, 1024))  # keep a multiple of this many filters (8: SIMD)
     # "greedy": rank each layer without the kernels of inputs already removed
@@ -165,7 +191,7 @@ class L1Filter(TrainingMethod):
     weight_decay: float = 5e-4
 
     def supports(self, model):
-        return bool(conv_groups(model))
+        return bool(conv_coupled_groups(model))
 
     def check_model(self, model):
         self.groups(model)
@@ -173,30 +199,34 @@ class L1Filter(TrainingMethod):
     def settings(self):
         return settings_without_training(self, self.epochs > 0)
 
-    def groups(self, model: nn.Module) -> list[ChannelGroup]:
-        """Groups produced by a convolution (only the inner conv1 of each residual block)."""
-        found = conv_groups(model)
+    def groups(self, model: nn.Module) -> list[CoupledGroup]:
+        """The prunable groups made by convolutions (in a ResNet-20: each block's conv1)."""
+        found = conv_coupled_groups(model)
         unknown = set(self.layer_fractions) - {g.name for g in found}
         if unknown:
-            raise ValueError(f"L1Filter.layer_fractions names {sorted(unknown)}, not prunable "
-                             f"conv layers of {type(model).__name__}; allowed: "
+            raise ValueError(f"L1Filter.layer_fractions={dict(self.layer_fractions)!r}: "
+                             f"{sorted(unknown)} are not prunable conv groups of "
+                             f"{type(model).__name__}; allowed is any of "
                              f"{[g.name for g in found]}")
         return found
 
     def keep(self, weight: torch.Tensor, name: str) -> torch.Tensor:
+        """The filters of one layer's ``weight`` that stay."""
+        return self.keep_scores(filter_l1(weight), name)
+
+    def keep_scores(self, scores: torch.Tensor, name: str) -> torch.Tensor:
         fraction = self.layer_fractions.get(name, self.fraction)
-        return keep_highest(filter_l1(weight), keep_count(len(weight), fraction, self.round_to))
+        return keep_highest(scores, keep_count(len(scores), fraction, self.round_to))
 
     def compress(self, model, data=None):
         groups = self.groups(model)
-        if self.strategy == "independent":   # every layer ranked on the original weights
-            keep = {g.name: self.keep(model.get_submodule(g.name).weight, g.name)
-                    for g in groups}
+        if self.strategy == "independent":   # every group ranked on the original weights
+            keep = {g.name: self.keep_scores(group_l1(model, g), g.name) for g in groups}
             model = shrink(model, keep)
-        else:    # layer after layer, on the weights left by the previous removal
-            for g in groups:
-                weight = model.get_submodule(g.name).weight
-                model = shrink(model, {g.name: self.keep(weight, g.name)})
+        else:    # group after group, on the weights left by the previous removal
+            for name in [g.name for g in groups]:
+                group = next(g for g in conv_coupled_groups(model) if g.name == name)
+                model = shrink(model, {name: self.keep_scores(group_l1(model, group), name)})
         if not self.epochs:
             return model
         return finetune(self, model, data, finetune_recipe(self, data))

@@ -1,17 +1,28 @@
 """Network surgery: remove neurons / channels and get a physically smaller network.
 
-A *channel group* (``workbench.models.groups.ChannelGroup``) is one prunable set of channels:
-the outputs of a producing layer (Conv2d or Linear), its BatchNorm if any, and the inputs of
-the consuming layer. Removing channel ``c`` deletes row ``c`` of the producer, entry ``c`` of
-the norm, and the inputs of the consumer that read channel ``c`` (``spatial`` of them when a
-Flatten sits in between). Each architecture declares its groups (``model.channel_groups()``):
-a new network supports channel pruning by declaring them.
+Which channels go together is found by tracing the network (``dependency.analyze``): a
+*coupled group* is a set of producers (Conv2d, Linear) whose output channels must be removed
+together (those added in a residual stage, moved by a concatenation or a shuffle), with every
+layer that carries them (BatchNorm, depthwise convolution) or reads them (the next Conv2d or
+Linear). ``traced_groups(model)`` lists the prunable ones; ``shrink(model, keep)`` removes
+channels by group name.
 
-Residual networks: the channels a block adds to its shortcut must match the shortcut, so only
-the channels *inside* each basic block (conv1 -> conv2) are prunable, as in Li et al. 2016.
+Two ways to build the smaller network, the same channels either way:
 
-``shrink(model, keep)`` builds a new network of the same class from a smaller config and copies
-the kept weights, so the result is a plain network the codec can store and rebuild.
+- a network that declares its groups (``channel_groups()``, each with the config ``slot``
+  holding its width: ``workbench.models.groups.ChannelGroup``) is rebuilt from a smaller
+  config, ``type(model)(**config)``, when every group named in ``keep`` is one it declares.
+  Its file then is the file of a smaller network of the same class. The declared groups equal
+  the traced ones on the zoo networks that declare them (tests/test_prune_dependency.py), so
+  the declarations could go; they stay for the methods that read one producer, one norm, one
+  consumer (APoZ, Activity, Merge, the reconstruction methods, group lasso).
+- any other network that can be traced: ``slim.shrink_traced`` slices every layer of the
+  group and puts registered Slim layers in place of the resized ones, then re-traces the
+  result to check that every tensor holds the kept channels of the original.
+
+Residual networks with ResNet's option-A shortcut (zero-padded channels) keep the channels of
+their stages: the padding's width is set in the code (see ``dependency``), so only the
+channels inside each basic block (conv1 -> conv2) are prunable, as in Li et al. 2016.
 """
 from __future__ import annotations
 
@@ -25,8 +36,11 @@ from ..codec import plain_state_dict
 from ..hooks import layer_io
 from ..models.groups import ChannelGroup
 from ..train import seeded
+from .dependency import CoupledGroup, analyze
+from .slim import shrink_traced
 
-__all__ = ["ChannelGroup", "channel_groups", "layer_io", "rebuild", "shrink"]
+__all__ = ["ChannelGroup", "CoupledGroup", "channel_groups", "layer_io", "rebuild", "shrink",
+           "traced_groups"]
 
 
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
@@ -54,25 +68,53 @@ def _take(tensor: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
     return tensor.index_select(dim, index).clone()
 
 
+def traced_groups(model: nn.Module) -> list[CoupledGroup]:
+    """The prunable coupled groups of ``model`` found by tracing it, in forward order; none
+    for a network without a ``config`` dict, which no file could rebuild."""
+    if not isinstance(getattr(model, "config", None), dict):
+        return []
+    return analyze(model).prunable()
+
+
+def checked_index(name: str, index, width: int) -> torch.Tensor:
+    index = torch.as_tensor(index, dtype=torch.long).sort().values
+    if len(index) == 0 or index.unique().numel() != len(index) or index.max() >= width \
+            or index.min() < 0:
+        raise ValueError(f"{name}: keep indices must be distinct, in 0..{width - 1}, "
+                         "and at least one")
+    return index
+
+
 def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     """A new, smaller network keeping, for each group named in ``keep``, those channels.
 
-    ``keep`` maps a group's producer name to the indices of the channels that stay. Masks and
-    parametrizations are folded in first; the input model is untouched.
+    ``keep`` maps a group's name (its first producer) to the indices of the channels (the
+    classes of a coupled group) that stay. Masks and parametrizations of resized layers are
+    folded in; the input model is untouched.
     """
-    groups = {g.name: g for g in channel_groups(model)}
+    declared = {g.name: g for g in channel_groups(model)}
+    if keep and set(keep) <= set(declared):
+        return _shrink_by_config(model, keep, declared)
+    graph = analyze(model)
+    groups = {g.name: g for g in graph.groups}
     unknown = set(keep) - set(groups)
     if unknown:
-        raise ValueError(f"unknown channel groups {sorted(unknown)}; known: {sorted(groups)}")
+        raise ValueError(f"unknown channel groups {sorted(unknown)}; known: "
+                         f"{[g.name for g in graph.prunable()]}")
+    for name in keep:
+        if not groups[name].prunable:
+            raise ValueError(f"channel group {name} is not prunable: {groups[name].reason}")
+    keep = {name: checked_index(name, index, groups[name].width)
+            for name, index in keep.items()}
+    return shrink_traced(model, keep, graph)
+
+
+def _shrink_by_config(model, keep, groups) -> nn.Module:
     state = plain_state_dict(model)
     config = copy.deepcopy(model.config)
     for name, index in keep.items():
         group = groups[name]
-        index = torch.as_tensor(index, dtype=torch.long).sort().values
-        if len(index) == 0 or index.unique().numel() != len(index) \
-                or index.max() >= group.width(model):
-            raise ValueError(f"{name}: keep indices must be distinct, in 0..{group.width(model) - 1}, "
-                             "and at least one")
+        index = checked_index(name, index, group.width(model))
         for key in (f"{name}.weight", f"{name}.bias"):
             if key in state:
                 state[key] = _take(state[key], 0, index)
