@@ -34,6 +34,21 @@ def user_errors() -> tuple[type[BaseException], ...]:
             IsADirectoryError)
 
 
+def check_outputs(args) -> None:
+    """Files a command will write (``--json``, reproduce's ``--out``) must have a folder to go
+    to: said at once, not after an hour of work."""
+    from pathlib import Path
+    wanted = [("--json", getattr(args, "json", None))]
+    if args.command == "reproduce":
+        wanted.append(("--out", args.out))
+    for option, path in wanted:
+        if path and not Path(path).expanduser().resolve().parent.is_dir():
+            fail(f"{option} {path}: the folder {Path(path).expanduser().resolve().parent} does "
+                 f"not exist; create it or choose another path")
+        if path and Path(path).is_dir():
+            fail(f"{option} {path} is a folder; give a file name")
+
+
 def _zoo(args) -> None:
     from . import zoo
     if args.action == "train":
@@ -137,6 +152,7 @@ def main(argv=None) -> None:
         from .models import ARCHITECTURES
         parser.error(f"zoo train needs a NAME: {', '.join(ARCHITECTURES)}")
 
+    check_outputs(args)
     try:
         args.run(args)
     except user_errors() as err:   # say what is wrong and what is allowed, no traceback

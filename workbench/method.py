@@ -128,7 +128,9 @@ class Method:
         return self.params()
 
 
-TRAIN_DOMAINS = {"epochs": Int(0, 1000), "lr": Real(1e-9, 10.0), "batch_size": Int(1, 1 << 16),
+# Bounds a typo cannot turn into hours: 1000 epochs is the longest schedule of the catalogue's
+# papers; a batch holds two images at least (BatchNorm cannot train on one).
+TRAIN_DOMAINS = {"epochs": Int(0, 1000), "lr": Real(1e-9, 10.0), "batch_size": Int(2, 1 << 16),
                  "weight_decay": Real(0.0, 1.0), "seed": Int(0, 2**31 - 1)}
 
 
@@ -160,10 +162,20 @@ class TrainingBase(Method):
         return []
 
     def fit(self, model: nn.Module, data, hooks=(), optimizer=None, **changes) -> list[dict]:
-        """Train ``model`` in place with ``self.recipe(**changes)`` and ``hooks``."""
+        """Train ``model`` in place with ``self.recipe(**changes)`` and ``hooks``; a training
+        that diverged (weights no longer finite) is an error naming the learning rate, never
+        a network returned that computes NaN."""
         from .train import fit
-        return fit(model, data, self.recipe(**changes),
-                   hooks=[*self.training_hooks(), *hooks], optimizer=optimizer)
+        recipe = self.recipe(**changes)
+        history = fit(model, data, recipe, hooks=[*self.training_hooks(), *hooks],
+                      optimizer=optimizer)
+        broken = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise ValueError(
+                f"{type(self).__name__}.lr={recipe.lr!r}: the training diverged (weights of "
+                f"{broken[:3]} are no longer finite) at batch_size={recipe.batch_size}; "
+                f"allowed is a smaller lr or a larger batch_size")
+        return history
 
 
 @dataclass(frozen=True)
@@ -247,6 +259,13 @@ class TrainingMethod(TrainingBase):
 # ------------------------------------------------------------------ helpers
 
 
+def derived_seed(seed: int, part: int) -> int:
+    """The seed of part ``part`` (a round, a copy) of a run seeded with ``seed``: ``seed *
+    1000 + part``, kept below 2**32 (numpy's and torch's loaders refuse more), so a seed
+    anywhere in its allowed range works and every realistic seed keeps its old streams."""
+    return (seed * 1000 + part) % (1 << 32)
+
+
 def clone_model(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` that also works on pruned or parametrized networks.
 
@@ -290,10 +309,10 @@ def check_layer_names(method: Method, field: str, model: nn.Module,
     """The layer names in ``method.<field>`` (a name, names, or a dict keyed by names) must be
     layers of ``model``: a ValueError naming the field, the unknown names and the allowed ones
     (called from ``check_model``, before any work)."""
-    names = getattr(method, field)
-    names = [] if names is None else [names] if isinstance(names, str) else list(names)
+    value = getattr(method, field)
+    names = [] if value is None else [value] if isinstance(value, str) else list(value)
     known = [n for n, _ in layers_of(model, kinds)]
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"{type(method).__name__}.{field}: {unknown} are not layers of "
-                         f"{type(model).__name__} it can use; allowed: {known}")
+        raise ValueError(f"{type(method).__name__}.{field}={value!r}: {unknown} are not layers "
+                         f"of {type(model).__name__} it can use; allowed is any of {known}")

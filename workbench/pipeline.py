@@ -15,7 +15,7 @@ when it is made, step by step, so a bad value deep inside names its step and fie
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from torch import nn
 
@@ -31,6 +31,11 @@ def make_method(method_id: str, settings: dict, where: str) -> Method:
                       "workbench.METHODS outside pipeline.*")
     if not isinstance(settings, dict):
         raise Invalid(f"{where} ({method_id}): settings {settings!r}; allowed is a dict")
+    known = [f.name for f in fields(METHODS[method_id])]
+    unknown = [key for key in settings if key not in known]
+    if unknown:
+        raise Invalid(f"{where} ({method_id}): unknown settings {unknown}; allowed is any of "
+                      f"{known}")
     try:
         return METHODS[method_id](**settings)
     except TypeError as err:                 # a setting the method does not have
@@ -119,12 +124,24 @@ class Chain(Method):
     def supports(self, model: nn.Module) -> bool:
         return all(m.supports(model) for m in self.steps_on_input())
 
+    def step_field(self, position: int, inner: str) -> str:
+        """The field of this class that set the inner method's field ``inner`` of step
+        ``position`` (errors name what the user set, not the inner method's own field)."""
+        return "steps"
+
+    def step_error(self, position: int, method: Method, err: Exception) -> ValueError:
+        head = str(err).split("=", 1)[0]
+        inner = head.rpartition(".")[2] if head.startswith(type(method).__name__ + ".") else ""
+        field = self.step_field(position, inner)
+        return ValueError(f"{type(self).__name__}.{field}={getattr(self, field)!r}: step "
+                          f"{position} ({method.id}): {err}")
+
     def check_model(self, model: nn.Module) -> None:
         for position, method in enumerate(self.steps_on_input()):
             try:
                 method.check_model(model)
             except ValueError as err:
-                raise ValueError(f"step {position} ({method.id}): {err}") from None
+                raise self.step_error(position, method, err) from None
 
     def stages(self, model: nn.Module, data=None) -> list[tuple[str, nn.Module]]:
         """[(method id, network after it), ...], the input first as ("base", model).
@@ -134,7 +151,7 @@ class Chain(Method):
             try:
                 current = method.apply(current, data if method.tags().needs_data else None)
             except ValueError as err:
-                raise ValueError(f"step {position} ({method.id}): {err}") from None
+                raise self.step_error(position, method, err) from None
             out.append((method.id, current))
         return out
 
@@ -180,6 +197,13 @@ class DeepCompression(Chain):
     conv_bits: int = knob(8, Int(2, 16))
     quant_epochs: int = knob(3, Int(0, 1000))
     quant_lr: float = knob(1e-4, Real(1e-9, 10.0))
+
+    def step_field(self, position: int, inner: str) -> str:
+        if position == 0:
+            return "prune"
+        quant = {"lr": "quant_lr", "epochs": "quant_epochs", "k": "fc_bits",
+                 "conv_k": "conv_bits"}
+        return quant.get(inner, "quant_lr") if position == 1 else "fc_bits"
 
     def steps_settings(self) -> tuple:
         # b bits index 2**b symbols: 2**b - 1 shared weights and the zero of pruned weights

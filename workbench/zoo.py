@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -70,7 +71,18 @@ def checkpoint_dir() -> Path:
 
 def manifest() -> dict:
     path = checkpoint_dir() / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_bytes())
+    except ValueError as err:          # not JSON, or not UTF-8
+        raise CheckpointError(f"{path} is not a valid manifest ({err}); restore it (git "
+                              f"checkout data/checkpoints) or retrain with 'python -m "
+                              f"workbench zoo train NAME'") from None
+    if not isinstance(entries, dict):
+        raise CheckpointError(f"{path} holds a {type(entries).__name__}, not a dict of entries; "
+                              f"restore it or retrain with 'python -m workbench zoo train NAME'")
+    return entries
 
 
 def sha256_of(path: Path) -> str:
@@ -107,11 +119,22 @@ def pretrained(name: str, train_if_missing: bool = False) -> torch.nn.Module:
         raise CheckpointError(f"{path} has sha256 {actual}, the manifest says "
                               f"{entry['sha256']}: the file was altered or truncated")
     model = build(name)
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    redo = f"retrain it with 'python -m workbench zoo train {name}'"
+    try:
+        with warnings.catch_warnings():     # torch warns about old pickles: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:   # noqa: BLE001 - torch raises UnpicklingError, RuntimeError ...
+        raise CheckpointError(f"{path} is not a valid weights-only checkpoint "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+                              f"{redo}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict; {redo}")
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not match the {name} architecture: {err}") from err
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path} does not match the {name} architecture: {err}; "
+                              f"{redo}") from err
     return model.eval()
 
 

@@ -21,6 +21,7 @@ import torch
 from .. import models
 from .formats import (FLOAT_DTYPES, FORMATS, CodecError, default_formats, encode_tensor,
                       entropy_formats)
+from .schema import check_header, check_shapes
 
 MAGIC = b"WBNC"
 VERSION = 1
@@ -151,6 +152,7 @@ def read_header(blob: bytes) -> dict:
                          "stored at the end")
     if header is None:
         raise CodecError(f"corrupt header: {header_error!r}")
+    check_header(header)
     header["_payload_start"] = end
     return header
 
@@ -169,34 +171,65 @@ def _decode_tensors(blob: bytes, header: dict) -> dict[str, torch.Tensor]:
         except CodecError:
             raise
         except (ValueError, RuntimeError, IndexError, KeyError, TypeError, AttributeError,
-                OverflowError) as err:     # a header entry or payload that does not add up
+                ArithmeticError) as err:     # a header entry or payload that does not add up
             raise CodecError(f"tensor {entry.get('name')} ({entry['format']}): corrupt payload "
                              f"or header entry: {err}") from err
     return state
 
 
 def _rebuild(header: dict) -> torch.nn.Module:
-    """The network the header describes, freshly initialized, with its attachments."""
+    """The network the header describes, freshly initialized, with its attachments.
+
+    Everything that shapes the network (its config, custom modules, resized layers) belongs
+    here: ``decode`` calls this once on the meta device, to check the header's shapes before
+    anything is allocated, then for real."""
+    arch = header["arch"]
     try:
-        model = models.build(header["arch"], **header["config"])
-    except (ValueError, TypeError) as err:
-        raise CodecError(f"the file's network {header['arch']!r} cannot be built here ({err}); "
-                         f"a network of your own must be registered with "
-                         f"@workbench.models.register_module before decoding") from err
+        model = models.build(arch, **header["config"])
+    except Exception as err:      # a config from a file may break a constructor any way
+        raise CodecError(f"the file's network {arch!r} cannot be built here from config "
+                         f"{_short(header['config'])} ({type(err).__name__}: {err}); a network of "
+                         f"your own must be registered with @workbench.models.register_module "
+                         f"before decoding") from err
     for entry in header.get("modules", []):
-        if entry["type"] not in models.CUSTOM_MODULES:
+        if entry["type"] not in models.CUSTOM_MODULES or entry["type"] == "Attachment":
             raise CodecError(f"the file uses module {entry['type']!r}, unknown to this "
                              f"workbench (known: {sorted(models.CUSTOM_MODULES)})")
-        models.replace_module(model, entry["path"],
-                              models.CUSTOM_MODULES[entry["type"]](**entry["config"]))
+        try:
+            models.replace_module(model, entry["path"],
+                                  models.CUSTOM_MODULES[entry["type"]](**entry["config"]))
+        except Exception as err:  # as above, for a module inside the network
+            raise CodecError(f"the file's module {entry['type']} at {entry['path']!r} cannot be "
+                             f"built from config {_short(entry['config'])} "
+                             f"({type(err).__name__}: {err})") from err
     for path, info in header.get("attachments", {}).items():
-        models.replace_module(model, path, models.Attachment(info))
+        try:
+            models.replace_module(model, path, models.Attachment(info))
+        except Exception as err:  # a path from a file may name no module
+            raise CodecError(f"the file's attachment at {path!r} cannot be placed: {err}") \
+                from err
     return model
 
 
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _expected_shapes(header: dict) -> dict[str, torch.Size]:
+    """Name -> shape of the tensors of the network the header describes, built on the meta
+    device: sizes only, nothing allocated, whatever the config asks for."""
+    with torch.device("meta"):
+        model = _rebuild(header)
+    return {k: v.shape for k, v in model.state_dict().items()
+            if isinstance(v, torch.Tensor) and k.rpartition(".")[2] != _EXTRA_STATE}
+
+
 def decode(blob: bytes) -> torch.nn.Module:
-    """The network stored in ``blob``, in eval mode."""
+    """The network stored in ``blob``, in eval mode. The header is checked (types, ranges,
+    and the shapes of the network it describes) before any tensor or module is made."""
     header = read_header(blob)
+    check_shapes(_expected_shapes(header), header)
     state = _decode_tensors(blob, header)
     model = _rebuild(header)
     # attachments are loaded as what they are, extra state

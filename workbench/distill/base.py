@@ -74,6 +74,14 @@ class ThinNet(nn.Module):
         return self.head(self.stages(x))
 
 
+def student_for(method, kind: str, shape, classes: int) -> nn.Module:
+    """``build_student`` with ``method``'s width and depth; an error names its field."""
+    try:
+        return build_student(kind, method.width, method.depth, shape, classes)
+    except ValueError as err:
+        raise ValueError(f"{type(method).__name__}.student={method.student!r}: {err}") from None
+
+
 def build_student(kind: str, width: int | None, depth: int, input_shape: tuple[int, ...],
                   classes: int = 10) -> nn.Module:
     """A freshly initialized student of ``kind`` for inputs of ``input_shape`` (``width``
@@ -85,17 +93,18 @@ def build_student(kind: str, width: int | None, depth: int, input_shape: tuple[i
     if kind == "mlp":
         if tuple(input_shape) != MNIST_SHAPE or classes != 10:
             raise ValueError(f"student='mlp' is MNIST-shaped (1, 28, 28) with 10 classes; the "
-                             f"data is {tuple(input_shape)}: use student='thin' or 'resnet'")
+                             f"data is {tuple(input_shape)}: allowed is student='thin' or "
+                             f"'resnet' here")
         return LeNet300(hidden=(width,) * depth)
     if kind == "thin":
         if input_shape[1] != input_shape[2]:
             raise ValueError(f"student='thin' takes square images; the data is "
-                             f"{tuple(input_shape)}")
+                             f"{tuple(input_shape)}: allowed is student='mlp' or 'resnet' here")
         return ThinNet(input_shape[0], width, depth, classes, input_shape[1])
     if kind == "resnet":
         if input_shape[0] != 3:
             raise ValueError(f"student='resnet' takes 3-channel images; the data is "
-                             f"{tuple(input_shape)}: use student='thin' or 'mlp'")
+                             f"{tuple(input_shape)}: allowed is student='thin' or 'mlp' here")
         return ResNet20(blocks_per_stage=depth, width=width, num_classes=classes)
     raise ValueError(f"student={kind!r}; allowed: {KINDS}")
 
@@ -142,8 +151,7 @@ class Distillation(TrainingBase):
         so the same settings start from the same weights."""
         shape = data.shape
         with seeded(self.seed):
-            return build_student(self.student, self.width, self.depth, shape,
-                                 classes_of(teacher, shape))
+            return student_for(self, self.student, shape, classes_of(teacher, shape))
 
     def compress(self, model: nn.Module, data=None) -> nn.Module:
         teacher = frozen(model)

@@ -37,6 +37,7 @@ stage 1, then dropped) projects it to the teacher's channel count before its mat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ from torch import nn
 from ..hooks import hooked
 from ..method import Int, Name, Optional, Real, Seq, knob
 from ..train import Hook, seeded
-from .base import Distillation, build_student, classes_of
+from .base import Distillation, classes_of, student_for
 from .hints_tensors import (
     feature_map_layers,
     fsp_loss,
@@ -75,8 +76,9 @@ def _check_maps(method, field: str, model: nn.Module, names, input_shape) -> Non
     allowed = feature_map_layers(model, input_shape)
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise ValueError(f"{type(method).__name__}.{field}: {unknown} are not feature-map "
-                         f"layers of {type(model).__name__}; allowed: {allowed}")
+        raise ValueError(f"{type(method).__name__}.{field}={getattr(method, field)!r}: "
+                         f"{unknown} are not feature-map layers of {type(model).__name__}; "
+                         f"allowed is any of {allowed}")
 
 
 def _in_forward_order(model: nn.Module, names, input_shape) -> list[str]:
@@ -104,11 +106,22 @@ class MapDistillation(Distillation):
     def supports(self, model):
         return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
+    student_maps = ""        # the knob that names the student's maps
+
     def check_model(self, model):
-        names, shape = getattr(self, self.teacher_maps), getattr(model, "input_shape", None)
-        if names is not None and shape is not None:
+        """The names of both knobs, before any work: the teacher's against ``model``, the
+        student's against the (untrained, seeded) student these settings build for it."""
+        shape = getattr(model, "input_shape", None)
+        if shape is None:
+            return
+        for knob_name in (self.teacher_maps, self.student_maps):
+            names = getattr(self, knob_name) if knob_name else None
+            if names is None:
+                continue
             names = [names] if isinstance(names, str) else names
-            _check_maps(self, self.teacher_maps, model, names, shape)
+            net = model if knob_name == self.teacher_maps else \
+                self.make_student(model, SimpleNamespace(shape=tuple(shape)))
+            _check_maps(self, knob_name, net, names, tuple(shape))
 
 
 # ---------------------------------------------------------------- FitNets
@@ -193,6 +206,7 @@ class FitNets(MapDistillation):
     temperature: float = knob(4.0, Real(1.0, 100.0))
     kd_weight: float = knob(0.5, Real(0.0, 1.0))
     teacher_maps = "hint_layer"
+    student_maps = "guided_layer"
 
     def layers(self, student, teacher, input_shape) -> tuple[str, str]:
         """(hint, guided): the named ones, checked, or the two networks' middle stages."""
@@ -283,14 +297,14 @@ class FSP(MapDistillation):
     # The FSP loss is of fourth order in the activations: the task's step size diverges on it.
     fsp_lr: float = knob(0.001, Real(1e-9, 10.0))
     teacher_maps = "teacher_stages"
+    student_maps = "student_stages"
 
     def make_student(self, teacher, data):
         kind = self.student
         if kind == "auto":      # the paper's students keep the teacher's kind, fewer layers
             kind = "resnet" if data.shape[0] == 3 else "thin"
         with seeded(self.seed):
-            student = build_student(kind, self.width, self.depth, data.shape,
-                                    classes_of(teacher, data.shape))
+            student = student_for(self, kind, data.shape, classes_of(teacher, data.shape))
         return student
 
     def stages(self, student, teacher, input_shape) -> tuple[list[str], list[str]]:

@@ -308,7 +308,7 @@ class BlockTerm(_Decomposition):
 
     blocks: int = knob(4, Int(1, 64))
     rank_ratio: float = knob(0.5, Real(0.01, 1.0))
-    sweeps: int = knob(10, Int(0, 1000))
+    sweeps: int = knob(10, Int(0, 100))
 
     def block_ranks(self, conv: nn.Conv2d) -> tuple[int, int]:
         return tuple(max(1, math.ceil(self.rank_ratio * c / self.blocks))

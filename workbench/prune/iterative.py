@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..method import (Choice, Int, Mapping, Name, Optional, Real, TrainingMethod,
-                      check_layer_names, knob)
+                      check_layer_names, derived_seed, knob)
 from ..train import Hook
 from .magnitude import Magnitude, magnitude_mask, prunable_layers
 
@@ -99,7 +99,7 @@ class Iterative(TrainingMethod):
     layer_sparsity: dict = knob({}, Mapping(Real(0.0, 1.0)))
     quality: float = knob(1.5, Real(0.0))
     by: str = knob("sparsity", Choice(("sparsity", "quality")))
-    rounds: int = knob(3, Int(1, 1000))
+    rounds: int = knob(3, Int(1, 50))     # each round retrains for `epochs`: 50 x 1000 at most
     epochs: int = 5
     lr: float = 0.1
     weight_decay: float = 1e-4      # L2, as Han et al. retrain
@@ -148,7 +148,7 @@ class Iterative(TrainingMethod):
             # Cosine-annealed from ``lr``: Han et al. retrain at 1/10 to 1/100 of the
             # original rate, but with a few epochs per round, starting at the zoo's own peak
             # rate and annealing recovered more on LeNet-300-100.
-            self.fit(pruned, data, schedule="cosine", seed=self.seed * 1000 + r)
+            self.fit(pruned, data, schedule="cosine", seed=derived_seed(self.seed, r))
         for p in frozen:
             p.requires_grad_(True)
         return pruned

@@ -196,7 +196,7 @@ class ChannelLasso(_Reconstruction):
                  "Networks")
 
     # least squares pulled this much toward the original weights
-    ridge: float = knob(0.1, Real(0.0))
+    ridge: float = knob(0.1, Real(0.0, 1e6))   # finite: an infinite ridge zeroes every solve
 
     def select(self, sample, count, group, reference, data):
         gram, zy = contribution_gram(sample.patches, sample.weight, sample.explained())
@@ -237,9 +237,9 @@ class DCP(_Reconstruction):
              "keep": 0.3}
 
     images: int = 300
-    ridge: float = knob(0.1, Real(0.0))       # as ChannelLasso's, in each least-squares solve
+    ridge: float = knob(0.1, Real(0.0, 1e6))  # as ChannelLasso's, in each least-squares solve
     # weight of the auxiliary classifier's loss (the paper's 1)
-    discrimination: float = knob(1.0, Real(0.0))
+    discrimination: float = knob(1.0, Real(0.0, 1e6))
     # images on which the discriminative loss is computed
     aux_images: int = knob(128, Int(1, 1_000_000))
     head_epochs: int = knob(5, Int(0, 1000))  # training of each auxiliary head (train.fit)

@@ -223,7 +223,8 @@ class KMeans(Method):
     conv_k: int | None = knob(None, Optional(Int(2, 2 ** 16)))
     init: str = knob("linear", Choice(INITS))
     seed: int = knob(0, Int(0, 2 ** 63 - 1))
-    max_iter: int = knob(300, Int(1, 100_000))
+    # Lloyd's iterations stop at convergence, usually within a few dozen
+    max_iter: int = knob(300, Int(1, 10_000))
 
     def settings(self) -> dict:
         out = {"k": int(self.k), "init": self.init}

@@ -35,7 +35,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..method import Choice, Int, Method, Optional, Real, Seq, Tags, TrainingMethod, knob
+from ..method import (Choice, Int, Method, Optional, Real, Seq, Tags, TrainingMethod,
+                      derived_seed, knob)
 from .core import fold, quantizable_layers, quantize_weights
 
 DOMAINS = ("log", "linear")
@@ -234,7 +235,7 @@ class INQ(TrainingMethod):
                     p[0].values[new] = inq_quantize(w, self.bits, levels[name])[new]
                     p[0].frozen |= new
             if share < 1.0 and self.epochs:
-                self.fit(model, data, schedule="cosine", seed=self.seed * 1000 + r)
+                self.fit(model, data, schedule="cosine", seed=derived_seed(self.seed, r))
             yield share, model
 
     def compress(self, model: nn.Module, data=None) -> nn.Module:

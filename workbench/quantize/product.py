@@ -155,9 +155,9 @@ class QCNN(PQ):
     smoke = {"subvector": 25, "k": 4, "sweeps": 1, "images": 64, "samples": 256}
 
     correction: str = knob("accumulated", Choice(("accumulated", "layer")))
-    sweeps: int = knob(3, Int(0, 1000))         # passes of block coordinate descent per layer
+    sweeps: int = knob(3, Int(0, 100))          # passes of block coordinate descent per layer
     images: int = knob(1000, Int(1, 60000))     # training images run through the networks
-    samples: int = knob(4000, Int(1, 1 << 24))  # input rows (patches for a conv) per layer
+    samples: int = knob(4000, Int(1, 1 << 16))  # input rows (patches for a conv) per layer
     damping: float = knob(1e-3, Real(0.0, 1e6))
 
     def tags(self) -> Tags:

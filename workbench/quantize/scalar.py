@@ -225,8 +225,8 @@ class BitAllocation(Method):
 
     def validate(self):
         if self.max_bits < self.min_bits:
-            raise ValueError(f"BitAllocation.max_bits={self.max_bits} is below min_bits="
-                             f"{self.min_bits}")
+            raise ValueError(f"BitAllocation.max_bits={self.max_bits}: allowed is a number of "
+                             f"bits from min_bits={self.min_bits} to 16")
         if not self.min_bits <= self.budget <= self.max_bits:
             raise ValueError(f"BitAllocation.budget={self.budget!r}: allowed is a number from "
                              f"min_bits={self.min_bits} to max_bits={self.max_bits}")
