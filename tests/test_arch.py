@@ -58,11 +58,13 @@ def test_mnist_networks_are_not_supported():
         method.apply(lenet)
 
 
-def test_rules_between_knobs_are_checked_before_training(resnet20, cifar_train):
-    # two poolings at one place is something only SqueezeNet itself can refuse
-    method = METHODS["arch.squeezenet"](pool_after=(1, 1), epochs=1)
-    with pytest.raises(ValueError, match="SqueezeNetMethod: pool_after"):
-        method.apply(resnet20, cifar_train)
+def test_rules_between_knobs_are_checked_when_the_method_is_made():
+    # two poolings at one place, an even n: what only the network itself can refuse, said of
+    # the method's own field
+    with pytest.raises(ValueError, match=r"^SqueezeNetMethod\.pool_after=\[1, 1\]: distinct"):
+        METHODS["arch.squeezenet"](pool_after=(1, 1), epochs=1)
+    with pytest.raises(ValueError, match=r"^InceptionMethod\.n=4: allowed is an odd"):
+        METHODS["arch.inception"](n=4)
 
 
 def test_training_is_the_zoo_recipe_on_a_network_built_at_the_knobs(resnet20, cifar_train):

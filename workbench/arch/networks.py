@@ -96,11 +96,23 @@ class CompactNetwork(TrainingMethod):
                 f"{type(self).__name__}.epochs=0: only the zoo's knobs {self.zoo_knobs()} have a "
                 f"trained checkpoint; {changed} need training: allowed is epochs > 0 (and the "
                 f"data) for these knobs")
+
+    def validate(self) -> None:
+        # rules between knobs that only the network knows (SqueezeNet's distinct pooling
+        # places, Inception's odd n ...): a trial build, on its own random stream, and the
+        # network's message said of this method's field
         try:
-            with seeded(0):       # a trial build, on its own random stream
+            with seeded(0):
                 build(self.network, **self.config())
-        except ValueError as err:     # rules between knobs that only the network knows
-            raise ValueError(f"{type(self).__name__}: {err}") from None
+        except ValueError as err:
+            raise ValueError(self._as_own(str(err))) from None
+
+    def _as_own(self, message: str) -> str:
+        network = ARCHITECTURES[self.network][0].__name__
+        message = message.removeprefix(f"{network}.")
+        if any(message.startswith(f"{name}=") for name in self.knobs):
+            return f"{type(self).__name__}.{message}"
+        return f"{type(self).__name__}: {message}"
 
     def zoo_knobs(self) -> dict:
         defaults = zoo_defaults(self.network)
