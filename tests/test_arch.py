@@ -45,6 +45,15 @@ def test_epochs_0_gives_the_zoo_checkpoint(method_id, resnet20):
         assert torch.equal(out.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("method_id, knobs", [
+    ("arch.efficientnet", {"phi": 8, "width": 4, "depth": 4, "last_channels": 2048}),
+    ("arch.resnext", {"cardinality": 64, "group_width": 64, "width": 1024, "blocks": 16})])
+def test_knobs_in_range_that_together_make_a_huge_network_are_refused(method_id, knobs):
+    # each knob is inside its domain; together they would be billions of weights
+    with pytest.raises(ValueError, match=r"allowed is knobs whose network has at most"):
+        METHODS[method_id](**knobs)
+
+
 def test_epochs_0_at_other_knobs_is_refused_with_what_to_do(resnet20):
     with pytest.raises(ValueError, match=r"width.*epochs > 0"):
         METHODS["arch.mobilenet_v2"](width=0.25).apply(resnet20)

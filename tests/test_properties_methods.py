@@ -73,7 +73,8 @@ def is_cost(name: str, domain) -> bool:
     return name in COST_LIMITS or name in ("width", "expansion", "last_channels", "base_e",
                                            "incr_e", "M", "tensors", "order", "rank",
                                            "subvector", "compression", "rank_ratio",
-                                           "selection_images")
+                                           "selection_images", "phi", "cardinality",
+                                           "group_width", "repeats", "middle_blocks", "n")
 
 
 # ------------------------------------------------------------------ bad values, by kind

@@ -37,6 +37,8 @@ from ..train import seeded
 
 CIFAR_SHAPE = (3, 32, 32)
 CLASSES = 10
+# Far above every zoo network (room to widen one), far below what fills the memory.
+MAX_PARAMS = 20_000_000
 
 
 def zoo_defaults(network: str) -> dict:
@@ -99,13 +101,20 @@ class CompactNetwork(TrainingMethod):
 
     def validate(self) -> None:
         # rules between knobs that only the network knows (SqueezeNet's distinct pooling
-        # places, Inception's odd n ...): a trial build, on its own random stream, and the
-        # network's message said of this method's field
+        # places, Inception's odd n ...), said of this method's own field; and a size limit,
+        # since knobs that are each in range can together describe a network of billions of
+        # weights. A trial build on the meta device: shapes only, nothing allocated.
         try:
-            with seeded(0):
-                build(self.network, **self.config())
+            with torch.device("meta"):
+                params = sum(p.numel() for p in build(self.network, **self.config()).parameters())
         except ValueError as err:
             raise ValueError(self._as_own(str(err))) from None
+        if params > MAX_PARAMS:
+            knobs = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+            first = self.knobs[0]
+            raise ValueError(f"{type(self).__name__}.{first}={getattr(self, first)!r}: "
+                             f"allowed is knobs whose network has at most {MAX_PARAMS:,} "
+                             f"parameters ({knobs} give {params:,})")
 
     def _as_own(self, message: str) -> str:
         network = ARCHITECTURES[self.network][0].__name__

@@ -34,7 +34,7 @@ from ..train import evaluate
 NETWORKS = ("shufflenet_v2", "mobilenet_v2")
 TARGETS = {"mobilenet_v2": {"fraction": 0.2, "coupled": True},
            "shufflenet_v2": {"fraction": 0.32, "coupled": False}}
-FINETUNE_EPOCHS = 2     # one CIFAR-10 epoch of these nets: 8-30 min on one shared thread
+FINETUNE_EPOCHS = 2     # each a whole CIFAR-10 epoch: minutes per network on one thread
 LR = 0.01
 MAC_TARGET, DROP_TARGET = 0.30, 1.0
 PAPER = ("Li et al. 2016 (abstract): VGG-16 up to -34% and ResNet-110 up to -38% FLOPs on "

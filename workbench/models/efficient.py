@@ -65,8 +65,8 @@ class EfficientNet(nn.Module):
     Knobs: ``phi`` (the compound coefficient, a float >= 0: EfficientNet-B0 is phi = 0); the
     base network's ``width`` and ``depth`` multipliers (1 and 1 for B0), to which compound
     scaling applies ``beta ** phi`` and ``alpha ** phi`` (channels rounded to multiples of 8,
-    blocks per stage rounded up, as the reference code does); ``last_channels`` (1280 in B0,
-    scaled with the width). Resolution: the 32 x 32 input is resized to
+    blocks per stage rounded up, as the reference code does); ``last_channels`` (1280 in B0;
+    scaled by ``beta ** phi`` only, not by ``width``). Resolution: the 32 x 32 input is resized to
     ``round(32 * gamma ** phi)`` pixels (bilinear) inside ``forward``, so the same data feeds
     every phi; upsampling adds no detail to a CIFAR image, but it does add the cost that the
     compound rule accounts for.

@@ -33,9 +33,8 @@ class DarkNet(nn.Module):
     256 channels, so the 32- and 64-channel groups see 32 x 32 maps and the last two groups 4 x
     4 maps (a pooling after the first group would throw away detail a 32-pixel image does not
     have to spare; one after the fifth would leave 2 x 2 maps). Default ``width`` 0.25 (8 to
-    256 channels), so that one training run fits the zoo's time budget; the paper's
-    classifier has a BatchNorm and leaky ReLU too, here it is a plain convolution with a bias
-    (a ReLU before the average would clip the logits).
+    256 channels), so that one training run fits the zoo's time budget. The classifier is a
+    plain 1x1 convolution with a bias and no activation, as in the authors' darknet19.cfg.
     """
 
     input_shape = (3, 32, 32)

@@ -93,7 +93,9 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     folded in; the input model is untouched.
     """
     declared = {g.name: g for g in channel_groups(model)}
-    if keep and set(keep) <= set(declared):
+    # the config describes the network only while none of its layers was resized already
+    resized = any(type(m).__name__.startswith("Slim") for m in model.modules())
+    if keep and set(keep) <= set(declared) and not resized:
         return _shrink_by_config(model, keep, declared)
     graph = analyze(model)
     groups = {g.name: g for g in graph.groups}
