@@ -36,13 +36,22 @@ def test_every_arch_method_names_a_zoo_network_and_its_knobs():
 
 @pytest.mark.parametrize("method_id", [m for m in ARCH_IDS
                                        if METHODS[m].network in zoo.trained()])
-def test_epochs_0_gives_the_zoo_checkpoint(method_id, resnet20):
+def test_epochs_0_gives_the_zoo_checkpoint_and_leaves_the_input(method_id, resnet20):
     cls = METHODS[method_id]
+    before = {k: v.clone() for k, v in resnet20.state_dict().items()}
     out = cls().apply(resnet20)
-    reference = zoo.pretrained(cls.network)
-    assert type(out) is type(reference)
-    for key, value in reference.state_dict().items():
-        assert torch.equal(out.state_dict()[key], value), key
+    entry = zoo.manifest()[cls.network]
+    assert out.config == zoo.pretrained(cls.network).config
+    assert train.evaluate(out, data.cifar10("test").subset(500, seed=0)) > 0.8
+    assert entry["test_acc"] >= zoo.TARGETS[cls.network]["min_acc"]
+    for key, value in before.items():
+        assert torch.equal(resnet20.state_dict()[key], value), key
+
+
+def test_epochs_0_without_a_checkpoint_says_how_to_make_one(resnet20, monkeypatch):
+    monkeypatch.setattr(zoo, "manifest", lambda: {})
+    with pytest.raises(zoo.CheckpointError, match="python -m workbench zoo train nin"):
+        METHODS["arch.nin"]().apply(resnet20)
 
 
 @pytest.mark.parametrize("method_id, knobs", [

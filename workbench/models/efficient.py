@@ -94,7 +94,7 @@ class EfficientNet(nn.Module):
                  last_channels: int = 320, num_classes: int = 10):
         super().__init__()
         if not isinstance(phi, (int, float)) or not 0 <= phi <= 8:
-            raise ValueError(f"EfficientNet.phi={phi!r}: allowed 0 <= phi <= 8 "
+            raise ValueError(f"EfficientNet.phi={phi!r}: allowed is 0 <= phi <= 8 "
                              f"(B0 is 0, B7 about 7)")
         _check("EfficientNet.width", width, 0, 4)
         _check("EfficientNet.depth", depth, 0, 4)

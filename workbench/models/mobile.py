@@ -44,7 +44,7 @@ def depthwise_separable(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential
 
 def _check(name: str, value: float, low: float, high: float) -> None:
     if not low < value <= high:
-        raise ValueError(f"{name}={value}: allowed {low} < {name} <= {high}")
+        raise ValueError(f"{name}={value}: allowed is {low} < {name} <= {high}")
 
 
 class MobileNet(nn.Module):

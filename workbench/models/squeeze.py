@@ -54,7 +54,7 @@ class NiN(nn.Module):
         super().__init__()
         _check("width", width, 0, 4)
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout={dropout}: allowed 0 <= dropout < 1")
+            raise ValueError(f"dropout={dropout}: allowed is 0 <= dropout < 1")
         channels = list(channels or (divisible(c * width) for c in self.PAPER_CHANNELS))
         if len(channels) != 8:
             raise ValueError(f"channels={channels}: NiN has 8 convolutions before the "
@@ -131,13 +131,13 @@ class SqueezeNet(nn.Module):
                              f"{stem_channels}: need base_e >= 1, incr_e >= 0, freq >= 1, "
                              f"stem_channels >= 1")
         if not 0 <= pct_3x3 <= 1:
-            raise ValueError(f"pct_3x3={pct_3x3}: allowed 0 <= pct_3x3 <= 1")
+            raise ValueError(f"pct_3x3={pct_3x3}: allowed is 0 <= pct_3x3 <= 1")
         _check("squeeze_ratio", squeeze_ratio, 0, 1)
         if not all(1 <= p <= 9 for p in pool_after) or len(set(pool_after)) != len(pool_after):
             raise ValueError(f"pool_after={pool_after}: distinct positions from 1 (after the "
                              f"stem conv) to 9 (after fire9)")
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout={dropout}: allowed 0 <= dropout < 1")
+            raise ValueError(f"dropout={dropout}: allowed is 0 <= dropout < 1")
         self.config = {"base_e": base_e, "incr_e": incr_e, "freq": freq, "pct_3x3": pct_3x3,
                        "squeeze_ratio": squeeze_ratio, "pool_after": pool_after,
                        "stem_channels": stem_channels, "dropout": dropout,
