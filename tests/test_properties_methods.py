@@ -63,7 +63,12 @@ COST_LIMITS = {"epochs": 1000, "hint_epochs": 1000, "fsp_epochs": 1000, "penalty
 def cheap_cap(cls, name: str, default):
     """The largest value the good-value test sets for a field that costs time: its smoke
     value, else its default (the largest that still runs in a second or so)."""
-    smoke = cls.smoke.get(name)
+    def number(value):            # a tuple of counts (ShuffleNet's repeats) costs its largest
+        if isinstance(value, (tuple, list)) and value and all(
+                isinstance(v, (int, float)) for v in value):
+            return max(value)
+        return value
+    smoke, default = number(cls.smoke.get(name)), number(default)
     values = [v for v in (smoke, default) if isinstance(v, (int, float))
               and not isinstance(v, bool)]
     return min(values) if smoke is None and values else (smoke if smoke is not None else None)
