@@ -6,7 +6,7 @@ import json
 import pytest
 
 import workbench
-from workbench import catalogue, data, measure, survey, zoo
+from workbench import catalogue, cells, data, measure, survey, zoo
 
 
 def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
@@ -32,8 +32,9 @@ def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_chang
     test = data.load("mnist", "test").subset(200, seed=0)
     bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
                                         latency=False)}
-    [row] = survey.method_rows({"mnist": test}, bases, latency=True, smoke=True,
-                               all_models=False, ids=["encode.sparse"])
+    [row], counts = survey.method_rows(bases, smoke=True, ids=["encode.sparse"],
+                                       test_images=200, latency=True)
+    assert counts == {"computed": 1, "cached": 0}
     assert row["latency_b64"].startswith("no measurable change"), row["latency_vs_base"]
     paired = row["latency_vs_base"]["b64"]
     assert paired["display"] == row["latency_b64"] and not paired["significant"]
@@ -41,3 +42,63 @@ def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_chang
     assert paired["load_avg"] >= 0 and paired["pairs"] >= 10
     assert "latency_b64_x" not in row           # no ratio of two separately taken medians
     json.dumps(row)                             # the JSON file can hold it
+
+
+def _counts(figures):
+    return {kind: figures["run"][kind]["computed"] for kind in ("zoo", "methods", "sweep")}
+
+
+def test_a_rerun_reuses_every_cell_and_a_changed_setting_recomputes_exactly_one(tmp_path):
+    if "lenet300" not in zoo.manifest():
+        pytest.skip("no lenet300 checkpoint")
+    ids = ["prune.magnitude", "encode.huffman"]
+    first = survey.main(out_dir=str(tmp_path), smoke=True, methods=ids)
+    again = survey.main(out_dir=str(tmp_path), smoke=True, methods=ids)
+    assert _counts(again) == {"zoo": 0, "methods": 0, "sweep": 0}
+    assert again["methods"] == first["methods"] and again["zoo"] == first["zoo"]
+    changed = survey.main(out_dir=str(tmp_path), smoke=True, methods=ids,
+                          overrides={"prune.magnitude": {"sparsity": 0.5}})
+    assert _counts(changed) == {"zoo": 0, "methods": 1, "sweep": 0}
+    [row] = [r for r in changed["methods"] if r["method"] == "prune.magnitude"]
+    assert row["settings"]["sparsity"] == 0.5
+    # the row is what the method gives at that setting, not the cached default's
+    base = zoo.pretrained(row["model"])
+    pruned = workbench.METHODS["prune.magnitude"](sparsity=0.5).apply(base)
+    assert row["bytes"] == measure.report(pruned, latency=False).bytes
+    [old] = [r for r in first["methods"] if r["method"] == "prune.magnitude"]
+    assert row["bytes"] != old["bytes"]
+
+
+def test_an_unreadable_cache_file_is_computed_again_and_replaced(tmp_path):
+    cache = cells.Cache(tmp_path)
+    job = {"kind": "test", "value": 3}
+    results, counts = cells.run([job], _square, cache)
+    assert results == [9] and counts == {"computed": 1, "cached": 0}
+    cache.path(cells.cell_key(job)).write_text('{"result": 9')      # cut short
+    with pytest.warns(UserWarning, match="unreadable"):
+        results, counts = cells.run([job], _square, cache)
+    assert results == [9] and counts["computed"] == 1
+    assert cells.run([job], _square, cache)[1] == {"computed": 0, "cached": 1}
+
+
+def test_the_key_follows_the_parts_and_the_code_but_not_the_underscored_inputs():
+    job = {"kind": "method", "settings": {"sparsity": 0.9, "layers": ("fc1",)}}
+    key = cells.cell_key(job)
+    assert key == cells.cell_key({**job, "_base": {"accuracy": 0.98}})
+    assert key == cells.cell_key({"settings": {"layers": ["fc1"], "sparsity": 0.9},
+                                  "kind": "method"})          # order and tuple/list
+    assert key != cells.cell_key({**job, "settings": {"sparsity": 0.8, "layers": ("fc1",)}})
+    assert cells.code_version().startswith(workbench.__version__ + "+")
+
+
+def test_cells_in_two_processes_give_the_results_of_one(tmp_path):
+    jobs = [{"kind": "test", "value": v} for v in range(4)]
+    serial, _ = cells.run(jobs, _square, cells.Cache(None))
+    parallel, counts = cells.run(jobs, _square, cells.Cache(tmp_path), workers=2)
+    assert parallel == serial == [0, 1, 4, 9] and counts["computed"] == 4
+    with pytest.raises(ValueError, match="workers=0; allowed: 1 or more"):
+        cells.run(jobs, _square, cells.Cache(None), workers=0)
+
+
+def _square(job):            # module level: sent to worker processes
+    return job["value"] ** 2

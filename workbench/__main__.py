@@ -102,10 +102,31 @@ def _reproduce(args) -> None:
             json.dump(tables, f, indent=2)
 
 
+def survey_overrides(items) -> dict:
+    """``["prune.magnitude.sparsity=0.95", ...]`` -> {"prune.magnitude": {"sparsity": 0.95}};
+    a value is read as JSON (numbers, true, lists ...), else kept as text."""
+    overrides = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        method_id, dot, knob = name.rpartition(".")
+        if not sep or not dot or not method_id or not knob:
+            raise ValueError(f"survey --set {item!r}: allowed is ID.KNOB=VALUE, e.g. "
+                             "prune.magnitude.sparsity=0.95")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        overrides.setdefault(method_id, {})[knob] = value
+    return overrides
+
+
 def _survey(args) -> None:
     from . import survey
+    if args.jobs < 1:
+        raise ValueError(f"survey --jobs {args.jobs}: allowed is 1 or more")
     survey.main(out_dir=args.out, smoke=args.smoke, all_models=args.all_models,
-                methods=args.methods)
+                methods=args.methods, overrides=survey_overrides(args.set),
+                workers=args.jobs, cache=not args.no_cache)
 
 
 def main(argv=None) -> None:
@@ -120,6 +141,12 @@ def main(argv=None) -> None:
                    help="every method on every zoo model it applies to, not only the first")
     p.add_argument("--methods", nargs="+", metavar="ID",
                    help="only these catalogue ids (e.g. encode.sparse prune.magnitude)")
+    p.add_argument("--set", nargs="+", metavar="ID.KNOB=VALUE",
+                   help="change a method's setting, e.g. prune.magnitude.sparsity=0.95")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes computing cells at once (latency is timed after, alone)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compute every cell again (the cache is OUT/cells)")
     p.set_defaults(run=_survey)
 
     p = sub.add_parser("zoo", help="list or train the model zoo")

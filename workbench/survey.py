@@ -16,12 +16,15 @@ import html
 import json
 import sys
 import time
+from dataclasses import asdict, fields
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
 
-from . import METHODS, catalogue, data, zoo
-from .measure import format_table, html_table, report
+from . import METHODS, catalogue, cells, codec, data, timing, zoo
+from .cells import Cache, canonical
+from .measure import Report, format_table, html_table, input_shape_of, report, shipped
 
 THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
 SWEEP = [0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98, 0.99]
@@ -31,16 +34,40 @@ def available_models() -> list[str]:
     return [name for name in zoo.RECIPES if name in zoo.manifest()]
 
 
-def zoo_rows(test_sets, latency: bool) -> tuple[list[dict], dict]:
+@lru_cache(maxsize=4)
+def test_set(dataset: str, images: int | None):
+    """The official test split, or its first ``images`` of a fixed shuffle (smoke runs)."""
+    test = data.load(dataset, "test")
+    return test if images is None else test.subset(images, seed=0)
+
+
+def zoo_job(name: str, test_images: int | None, latency: bool) -> dict:
+    return {"kind": "zoo", "model": name, "sha256": zoo.manifest()[name]["sha256"],
+            "test_images": test_images, "latency": latency, "threads": THREADS}
+
+
+def compute_zoo(job: dict) -> dict:
+    """A zoo network's report (every field but the per-layer table), timed in this process."""
+    r = report(zoo.pretrained(job["model"]), test_set(zoo.dataset_of(job["model"]),
+                                                      job["test_images"]),
+               job["model"], latency=job["latency"], threads=job["threads"])
+    return {k: v for k, v in asdict(r).items() if k not in ("layers", "latency_vs")}
+
+
+def zoo_rows(test_images: int | None, latency: bool, cache: Cache) -> tuple[list, dict, dict]:
+    """The zoo table, each network's ``Report`` (for the methods' ratios) and the cell counts
+    (``cells.run``). Computed one
+    network after another in this process: these are the latencies every ratio rests on."""
+    names = available_models()
+    fields, counts = cells.run([zoo_job(n, test_images, latency) for n in names], compute_zoo,
+                               cache, label="survey: zoo")
     rows, reports = [], {}
-    for name in available_models():
-        r = report(zoo.pretrained(name), test_sets[zoo.dataset_of(name)], name,
-                   latency=latency, threads=THREADS)
-        reports[name] = r
+    for name, f in zip(names, fields):
+        reports[name] = Report(**f)
         target = zoo.TARGETS[name]
-        rows.append({**r.row(), "target_min_acc": target["min_acc"],
+        rows.append({**reports[name].row(), "target_min_acc": target["min_acc"],
                      "paper_acc": target["paper_acc"], "paper": target["paper"]})
-    return rows, reports
+    return rows, reports, counts
 
 
 def chosen_methods(ids=None) -> dict:
@@ -54,54 +81,109 @@ def chosen_methods(ids=None) -> dict:
     return {mid: cls for mid, cls in METHODS.items() if mid in ids}
 
 
-def method_rows(test_sets, base_reports, latency: bool, smoke: bool,
-                all_models: bool, ids=None) -> list[dict]:
-    """Every method in METHODS (or those of ``ids``) at its default settings (smoke: its
-    ``smoke`` settings and a 2,000-image training subset) on its reference model, the first
-    zoo network with a checkpoint that it supports (``all_models``: on every one)."""
-    rows = []
-    bases = {name: zoo.pretrained(name) for name in base_reports}   # apply never changes them
-    for method_id, cls in chosen_methods(ids).items():
-        method = cls(**cls.smoke) if smoke else cls()
+def make_method(method_id: str, smoke: bool, overrides: dict | None = None):
+    """``method_id`` at its defaults (smoke: its smoke settings), with ``overrides``."""
+    cls = METHODS[method_id]
+    knobs = [f.name for f in fields(cls)]
+    unknown = sorted(set(overrides or {}) - set(knobs))
+    if unknown:
+        raise ValueError(f"{method_id} has no setting {', '.join(unknown)}; allowed: "
+                         f"{', '.join(knobs)}")
+    return cls(**{**(cls.smoke if smoke else {}), **(overrides or {})})
+
+
+def method_jobs(base_reports: dict, smoke: bool, all_models: bool = False, ids=None,
+                overrides: dict | None = None, test_images: int | None = None,
+                latency: bool = True) -> list[dict]:
+    """One cell per method of ``ids`` (all by default) on its reference model, the first zoo
+    network with a checkpoint that it supports (``all_models``: on every one). ``overrides``
+    maps a method id to settings that replace its defaults."""
+    overrides = overrides or {}
+    bases = {name: zoo.pretrained(name) for name in base_reports}
+    jobs = []
+    for method_id in chosen_methods(ids):
+        method = make_method(method_id, smoke, overrides.get(method_id))
         names = [a for a in bases if method.supports(bases[a])]
         for name in names if all_models else names[:1]:
-            start = time.perf_counter()
-            base = base_reports[name]
-            test = test_sets[zoo.dataset_of(name)]
-            train = None
-            if method.tags().needs_data:
-                train = data.load(zoo.dataset_of(name), "train")
-                train = train.subset(2000, seed=0) if smoke else train
-            compressed = method.apply(bases[name], train)
-            r = report(compressed, test, f"{method_id} on {name}", latency=latency,
-                       threads=THREADS, latency_vs=bases[name] if latency else None)
-            ratios = r.compare(base)
-            seconds = round(time.perf_counter() - start, 1)
-            print(f"survey: {method_id} on {name}: accuracy {r.accuracy} "
-                  f"({seconds} s)", file=sys.stderr)
-            rows.append({"method": method_id, "model": name, "settings": method.settings(),
-                         "accuracy": r.accuracy, "base_accuracy": base.accuracy,
-                         "nonzeros_x": ratios["nonzeros_x"], "bytes": r.bytes,
-                         "bytes_x": ratios["bytes_x"], "gzip_bytes_x": ratios["gzip_bytes_x"],
-                         "effective_macs_x": ratios["effective_macs_x"],
-                         "latency_b64": ratios.get("latency_b64"),
-                         "latency_vs_base": r.latency_vs, "seconds": seconds,
-                         "paper_target": catalogue.by_id(method_id).paper_target})
-    return rows
+            jobs.append({"kind": "method", "method": method_id, "settings": method.params(),
+                         "overrides": overrides.get(method_id, {}), "smoke": smoke,
+                         "model": name, "sha256": zoo.manifest()[name]["sha256"],
+                         "test_images": test_images, "latency": latency, "threads": THREADS,
+                         "_base": {k: v for k, v in asdict(base_reports[name]).items()
+                                   if k not in ("layers", "latency_vs")}})
+    return jobs
 
 
-def sweep(test_sets, points) -> dict[str, list[dict]]:
-    """Accuracy of one-shot magnitude pruning over sparsity, for the two MNIST networks."""
+def compute_method(job: dict) -> dict:
+    """A method's row on its network (smoke: a 2,000-image training subset), without the
+    latency, and the compressed network's file when it is to be timed."""
+    start = time.perf_counter()
+    method = make_method(job["method"], job["smoke"], job["overrides"])
+    name, base = job["model"], Report(**job["_base"])
+    test = test_set(zoo.dataset_of(name), job["test_images"])
+    train = None
+    if method.tags().needs_data:
+        train = data.load(zoo.dataset_of(name), "train")
+        train = train.subset(2000, seed=0) if job["smoke"] else train
+    compressed = method.apply(zoo.pretrained(name), train)
+    r = report(compressed, test, f"{job['method']} on {name}", latency=False,
+               threads=job["threads"])
+    ratios = r.compare(base)
+    seconds = round(time.perf_counter() - start, 1)
+    print(f"survey: {job['method']} on {name}: accuracy {r.accuracy} ({seconds} s)",
+          file=sys.stderr)
+    row = {"method": job["method"], "model": name, "settings": method.settings(),
+           "accuracy": r.accuracy, "base_accuracy": base.accuracy,
+           "nonzeros_x": ratios["nonzeros_x"], "bytes": r.bytes, "bytes_x": ratios["bytes_x"],
+           "gzip_bytes_x": ratios["gzip_bytes_x"],
+           "effective_macs_x": ratios["effective_macs_x"], "latency_b64": None,
+           "latency_vs_base": {}, "seconds": seconds,
+           "paper_target": catalogue.by_id(job["method"]).paper_target}
+    return {"row": row, "file": codec.encode(compressed) if job["latency"] else None}
+
+
+def time_method(job: dict, computed: dict) -> dict:
+    """The row with the compressed network (as shipped: decoded from its file) timed against
+    its base, interleaved at batch 1 and 64, in this process after every cell has run."""
+    row = dict(computed["row"])
+    if computed["file"] is not None:
+        deployed, base = codec.decode(computed["file"]), shipped(zoo.pretrained(job["model"]))
+        shape = input_shape_of(base)
+        row["latency_vs_base"] = {f"b{b}": timing.compare(deployed, base, shape, b,
+                                                          job["threads"]).row() for b in (1, 64)}
+        row["latency_b64"] = row["latency_vs_base"]["b64"]["display"]
+    return canonical(row)
+
+
+def method_rows(base_reports: dict, smoke: bool, all_models: bool = False, ids=None,
+                overrides: dict | None = None, test_images: int | None = None,
+                latency: bool = True, cache: Cache | None = None,
+                workers: int = 1) -> tuple[list[dict], dict]:
+    """The methods' rows (``method_jobs``), computed in ``workers`` processes, cached."""
+    jobs = method_jobs(base_reports, smoke, all_models, ids, overrides, test_images, latency)
+    return cells.run(jobs, compute_method, cache or Cache(None), workers, finish=time_method,
+                     label="survey: methods")
+
+
+def compute_sweep_point(job: dict) -> dict:
     from .prune import Magnitude
+    pruned = Magnitude(sparsity=job["sparsity"]).apply(zoo.pretrained(job["model"]))
+    return {"sparsity": job["sparsity"],
+            "accuracy": report(pruned, test_set("mnist", job["test_images"]),
+                               latency=False).accuracy}
+
+
+def sweep(points, test_images: int | None, cache: Cache,
+          workers: int = 1) -> tuple[dict[str, list[dict]], dict]:
+    """Accuracy of one-shot magnitude pruning over sparsity, for the two MNIST networks."""
+    jobs = [{"kind": "sweep", "model": name, "sha256": zoo.manifest()[name]["sha256"],
+             "sparsity": s, "test_images": test_images}
+            for name in ("lenet300", "lenet5") if name in available_models() for s in points]
+    results, counts = cells.run(jobs, compute_sweep_point, cache, workers, label="survey: sweep")
     curves = {}
-    for name in ("lenet300", "lenet5"):
-        if name not in available_models():
-            continue
-        base = zoo.pretrained(name)
-        curves[name] = [{"sparsity": s, "accuracy": report(Magnitude(sparsity=s).apply(base),
-                                                           test_sets["mnist"], latency=False).accuracy}
-                        for s in points]
-    return curves
+    for job, result in zip(jobs, results):
+        curves.setdefault(job["model"], []).append(result)
+    return curves, counts
 
 
 def missing_rows() -> list[dict]:
@@ -110,22 +192,31 @@ def missing_rows() -> list[dict]:
 
 
 def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
-         methods=None) -> dict:
-    """The survey, written to ``out_dir``; ``methods``: only these ids (all by default)."""
+         methods=None, overrides: dict | None = None, workers: int = 1,
+         cache: bool = True) -> dict:
+    """The survey, written to ``out_dir``; ``methods``: only these ids (all by default);
+    ``overrides``: settings by method id that replace its defaults; ``workers`` processes
+    compute the cells; ``cache``: reuse the cells kept in ``out_dir/cells`` (module
+    ``workbench.cells``) and keep the new ones there."""
     chosen_methods(methods)       # a mistyped id fails before any work
+    for method_id, settings in (overrides or {}).items():
+        chosen_methods([method_id])
+        make_method(method_id, smoke, settings)     # a bad setting fails before any work too
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .plots import sweep_plot
 
+    start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    test_sets = {name: data.load(name, "test") for name in ("mnist", "cifar10")}
-    if smoke:
-        test_sets = {k: v.subset(1000, seed=0) for k, v in test_sets.items()}
-    zoo_table, base_reports = zoo_rows(test_sets, latency=not smoke)
-    methods_table = method_rows(test_sets, base_reports, latency=not smoke, smoke=smoke,
-                                all_models=all_models, ids=methods)
-    curves = sweep(test_sets, SWEEP[::3] + [0.99] if smoke else SWEEP)
+    store = Cache(out / "cells" if cache else None)
+    test_images = 1000 if smoke else None
+    zoo_table, base_reports, zoo_counts = zoo_rows(test_images, not smoke, store)
+    methods_table, counts = method_rows(base_reports, smoke, all_models, methods, overrides,
+                                        test_images, latency=not smoke, cache=store,
+                                        workers=workers)
+    curves, sweep_counts = sweep(SWEEP[::3] + [0.99] if smoke else SWEEP, test_images, store,
+                                 workers)
     missing = missing_rows()
 
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
@@ -160,11 +251,19 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     markdown += "\n\n![sweep](sweep.png)\n"
     (out / "survey.md").write_text(markdown)
     (out / "survey.html").write_text(_html(sections, out / "sweep.png"))
+    run = {kind: c for kind, c in (("zoo", zoo_counts), ("methods", counts),
+                                   ("sweep", sweep_counts))}
+    run["seconds"] = round(time.perf_counter() - start, 1)
+    run["workers"] = workers
     figures = {"zoo": zoo_table, "methods": methods_table, "sweep": curves,
-               "missing": [r["id"] for r in missing], "smoke": smoke}
+               "missing": [r["id"] for r in missing], "smoke": smoke, "run": run}
     (out / "survey.json").write_text(json.dumps(figures, indent=2))
     print(markdown)
-    print(f"\nwrote {out / 'survey.md'}, {out / 'survey.html'}, {out / 'survey.json'}")
+    computed = sum(c["computed"] for c in (zoo_counts, counts, sweep_counts))
+    cached = sum(c["cached"] for c in (zoo_counts, counts, sweep_counts))
+    print(f"\nwrote {out / 'survey.md'}, {out / 'survey.html'}, {out / 'survey.json'}\n"
+          f"{computed} cells computed, {cached} reused from {store.root or 'no cache'}, "
+          f"in {run['seconds']} s with {workers} worker(s)")
     return figures
 
 

@@ -1,0 +1,142 @@
+"""Independent jobs ("cells") whose results are cached on disk and can run in parallel.
+
+The survey is a grid of cells (one method on one zoo network, one zoo network's own figures,
+one point of a sweep). A cell's result depends only on what goes into it, so it is stored
+under a key made of:
+
+- the cell's own parts: which method, its settings, which network, the data subset;
+- the network's checkpoint checksum (the zoo manifest's sha256);
+- the workbench version: ``__version__`` and a digest of the package's source files.
+
+Why the source digest: the result of a cell goes through the codec, the trainer and the
+measurements as well as the method's own module, so after any edit to the library every
+cell is computed again. A changed setting or a retrained checkpoint recomputes only the cells
+it enters. Results are small JSON files, one per cell, written atomically; a file that cannot
+be read is treated as missing (and said so) rather than trusted.
+
+``run(jobs, compute, workers)`` computes cells in ``workers`` processes, each with
+``cores // workers`` torch threads so that the processes do not fight over the cores, with one
+progress bar for the whole run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``__version__`` plus a digest of every ``.py`` file of the package (path and bytes)."""
+    from . import __version__
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(str(path.relative_to(PACKAGE)).encode())
+        digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def canonical(value):
+    """A JSON-ready copy in which tuples are lists and mapping keys are sorted strings."""
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return value
+
+
+def cell_key(parts: dict) -> str:
+    """The cache key of a cell: a sha256 of its parts and the code version, as JSON. Parts
+    whose name starts with "_" are inputs that other parts already determine (a base
+    network's figures follow from its checksum) and stay out of the key."""
+    keyed = {k: v for k, v in parts.items() if not k.startswith("_")}
+    text = json.dumps(canonical({**keyed, "code": code_version()}), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Cache:
+    """Results by key, one JSON file each under ``root`` (``None``: nothing is kept)."""
+
+    def __init__(self, root: str | Path | None):
+        self.root = None if root is None else Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str):
+        if self.root is None or not self.path(key).exists():
+            return None
+        try:
+            return json.loads(self.path(key).read_text())["result"]
+        except (OSError, ValueError, KeyError) as err:
+            warnings.warn(f"cache file {self.path(key)} is unreadable ({err}); computing the "
+                          "cell again", stacklevel=2)
+            return None
+
+    def put(self, key: str, parts: dict, result) -> None:
+        if self.root is None:
+            return
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        keyed = {k: v for k, v in parts.items() if not k.startswith("_")}
+        tmp.write_text(json.dumps({"parts": canonical(keyed), "code": code_version(),
+                                   "result": result}, indent=1))
+        os.replace(tmp, path)       # a reader never sees half a file
+
+
+def _worker_setup(threads: int) -> None:
+    torch.set_num_threads(threads)
+    from .train import quiet
+    quiet().__enter__()         # one progress bar for the run, not one per training
+
+
+def run(jobs: list[dict], compute, cache: Cache, workers: int = 1, finish=None,
+        label: str = "cells") -> tuple[list, dict]:
+    """Results of ``compute(job)`` for every job (dicts of plain values, the cell's parts),
+    from ``cache`` where present. ``compute`` must be a module-level function (it is sent to
+    worker processes). ``finish(job, result)``, if given, turns a computed result into the one
+    kept; it runs in this process, one cell after another, once every worker has stopped
+    (the survey times networks there, on a machine with nothing else running). Returns the
+    results in the order of ``jobs`` and the counts ``{"computed": n, "cached": m}``."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}; allowed: 1 or more")
+    keys = [cell_key(job) for job in jobs]
+    results = [cache.get(k) for k in keys]
+    todo = [i for i, r in enumerate(results) if r is None]
+    with tqdm(total=len(todo), desc=label, file=sys.stderr, disable=not todo) as bar:
+        for i, result in _computed(jobs, todo, compute, workers):
+            results[i] = result
+            bar.update()
+    for i in todo:
+        if finish is not None:
+            results[i] = finish(jobs[i], results[i])
+        cache.put(keys[i], jobs[i], results[i])
+    return results, {"computed": len(todo), "cached": len(jobs) - len(todo)}
+
+
+def _computed(jobs, todo, compute, workers):
+    """(index, result) of each job in ``todo``, as they finish."""
+    if workers == 1 or len(todo) < 2:
+        for i in todo:
+            yield i, compute(jobs[i])
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, initializer=_worker_setup, initargs=(threads,),
+                             mp_context=context) as pool:
+        futures = {pool.submit(compute, jobs[i]): i for i in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
