@@ -11,7 +11,8 @@ from workbench import catalogue, cells, data, measure, survey, zoo
 
 def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
     figures = survey.main(out_dir=str(tmp_path), smoke=True)
-    for name in ("survey.md", "survey.html", "survey.json", "sweep.png"):
+    for name in ("survey.md", "survey.html", "survey.json", "sweep.png", "accuracy_bytes.png",
+                 "speed_macs.png", "bits_accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert {r["method"] for r in figures["methods"]} == set(workbench.METHODS)
     assert figures["missing"] == [e.id for e in catalogue.missing(workbench.METHODS)]
@@ -22,6 +23,11 @@ def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
     html = (tmp_path / "survey.html").read_text()
     assert "data:image/png;base64," in html and "prune.magnitude" in html
     assert "latency_vs_base" not in html          # the full timings go to the JSON only
+    # one section per family, in the catalogue's order, settings folded under each name
+    titles = [t for t in catalogue.FAMILIES.values() if t in html]
+    assert titles == list(catalogue.FAMILIES.values())[:len(titles)] and len(titles) >= 6
+    assert html.count("<details>") == len(figures["methods"])
+    assert html.count("data:image/png;base64,") == 4
 
 
 def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change():

@@ -46,6 +46,24 @@ FAMILIES: dict[str, str] = {
     "search": "G. Search, pipelines and accounting",
 }
 
+# family key -> one sentence on what the family does (the survey report's section intros)
+FAMILY_SUMMARIES: dict[str, str] = {
+    "pruning": "Remove weights, channels or whole filters that matter least, then usually "
+               "retrain the rest: fewer nonzeros, and fewer MACs when whole structures go.",
+    "quantization": "Store each weight in fewer bits, on a uniform grid, a learned grid or a "
+                    "small shared codebook; integer arithmetic where the runtime has it.",
+    "binary": "Push quantization to one or two bits (+-1, or -1/0/+1 with scales), so that "
+              "multiplications become sign flips or xnor and popcount.",
+    "lowrank": "Replace a layer by a product of smaller ones (matrix or tensor factors), "
+               "compute it approximately, or fill it from a few shared values by hashing.",
+    "distillation": "Train a small student to imitate a large teacher's outputs or "
+                    "intermediate features, instead of the labels alone.",
+    "architecture": "Design networks that are small from the start: 1x1 and depthwise "
+                    "convolutions, grouped convolutions and channel shuffles, scaled widths.",
+    "search": "Chain methods into one compressor, encode the result losslessly, search the "
+              "knobs, and account for what a network costs.",
+}
+
 # Families whose every id must be implemented in workbench.METHODS (checked by the tests).
 # A family is added here once all of its methods have landed.
 LANDED_FAMILIES: frozenset[str] = frozenset({"pruning", "quantization", "binary", "lowrank",

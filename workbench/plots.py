@@ -359,3 +359,79 @@ def architecture_map(axes, rows: list[dict], references=("vgg_small", "resnet20"
         ax.set_xlabel("MACs per image (millions)")
         ax.grid(True, which="both", alpha=0.3)
     right.set_yscale("log")
+
+
+def _nothing(ax, text: str):
+    ax.text(0.5, 0.5, text, ha="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _label_points(ax, xs, ys, labels):
+    for x, y, text in zip(xs, ys, labels):
+        ax.annotate(text, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+
+
+def survey_accuracy_bytes(ax, model: str, base: dict, rows: list[dict],
+                          references: list[dict] = ()):
+    """One zoo network: test accuracy (%) against the real file size (log axis) of every
+    method's row, the uncompressed network as a square and published points (dicts with
+    bytes, accuracy, label) as stars. Up and to the left is better."""
+    xs, ys = [r["bytes"] for r in rows], [100 * r["accuracy"] for r in rows]
+    ax.scatter(xs, ys, s=14, c="C0")
+    _label_points(ax, xs, ys, [r["method"] for r in rows])
+    ax.scatter([base["bytes"]], [100 * base["accuracy"]], marker="s", c="k",
+               label=f"{model} uncompressed")
+    for ref in references:
+        ax.scatter([ref["bytes"]], [100 * ref["accuracy"]], marker="*", s=90, c="C3",
+                   label=ref["label"])
+    ax.set_xscale("log")
+    ax.set_xlabel("file bytes (log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(model)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def survey_speed_against_macs(ax, rows: list[dict]):
+    """Measured speed-up at batch 64 (median, interquartile range as a bar) against the
+    ratio of MACs, for every row whose method changes the computation. On the diagonal, time
+    falls as the MACs do; below it, fewer MACs did not buy as much time."""
+    rows = [r for r in rows if r.get("latency_vs_base") and r.get("effective_macs_x")
+            and abs(r["effective_macs_x"] - 1) > 0.01]
+    if not rows:
+        return _nothing(ax, "no method of this run changes the MACs and was timed")
+    for r in rows:
+        c = r["latency_vs_base"]["b64"]
+        lo, hi = c["spread"]
+        ax.errorbar(r["effective_macs_x"], c["speedup"], yerr=[[c["speedup"] - lo],
+                                                               [hi - c["speedup"]]],
+                    fmt="o", ms=4, c="C0", elinewidth=0.8)
+    _label_points(ax, [r["effective_macs_x"] for r in rows],
+                  [r["latency_vs_base"]["b64"]["speedup"] for r in rows],
+                  [r["method"] for r in rows])
+    top = max([r["effective_macs_x"] for r in rows] + [2.0])
+    ax.plot([1 / top, top], [1 / top, top], "--", c="0.5", lw=1, label="time falls as MACs do")
+    ax.axhline(1, c="0.8", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("x fewer MACs (effective)")
+    ax.set_ylabel("x faster, batch 64 (measured)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def survey_bits_accuracy(ax, rows: list[dict]):
+    """Accuracy lost (points) against the bits each weight is stored in, for every row whose
+    method states its bits per weight: how far down the precision can go, family by family."""
+    rows = [r for r in rows if r.get("bits_per_weight") is not None]
+    if not rows:
+        return _nothing(ax, "no method of this run states its bits per weight")
+    xs = [r["bits_per_weight"] for r in rows]
+    ys = [100 * (r["base_accuracy"] - r["accuracy"]) for r in rows]
+    ax.scatter(xs, ys, s=14, c="C0")
+    _label_points(ax, xs, ys, [r["method"] for r in rows])
+    ax.axhline(0, c="0.8", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per weight (log 2)")
+    ax.set_ylabel("accuracy lost (points)")
+    ax.grid(True, which="both", alpha=0.3)

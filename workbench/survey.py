@@ -1,18 +1,18 @@
 """``python -m workbench survey``: the zoo, every method at its defaults, and what is missing.
 
-Writes ``survey.md``, ``survey.html`` (plots embedded), ``survey.json`` and ``sweep.png`` into
-the output folder and prints the Markdown. Methods that retrain take minutes each at their
-default settings, so the full survey takes a while (progress goes to stderr); ``--smoke`` uses
-1,000 test images, each method's smoke settings, fewer sweep points and no latency.
+Writes ``survey.md``, ``survey.html`` (figures embedded), ``survey.json`` and the figures
+(``workbench.survey_report``) into the output folder and prints the Markdown. Every cell is
+cached in ``OUT/cells`` and cells can run in parallel processes (``workbench.cells``).
+Methods that retrain take minutes each at their default settings, so the full survey takes a
+while (progress goes to stderr); ``--smoke`` uses 1,000 test images, each method's smoke
+settings, fewer sweep points and no latency.
 
-Latency is timed on ``THREADS`` thread(s), warm; a method's speed-up is measured by timing its
-network and its base interleaved (``report(..., latency_vs=base)``, see ``workbench.timing``)
-and shown with the interquartile range of the per-pair ratios, or as "no measurable change".
+Latency is timed on ``THREADS`` thread(s), warm, after every cell has been computed; a
+method's speed-up is measured by timing its network (as shipped: decoded from its file) and
+its base interleaved (``workbench.timing.compare``) and shown with the interquartile range of the per-pair ratios, or as "no measurable change".
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 import sys
 import time
@@ -20,11 +20,10 @@ from dataclasses import asdict, fields
 from functools import lru_cache
 from pathlib import Path
 
-import matplotlib
 
-from . import METHODS, catalogue, cells, codec, data, timing, zoo
+from . import METHODS, catalogue, cells, codec, data, survey_report, timing, zoo
 from .cells import Cache, canonical
-from .measure import Report, format_table, html_table, input_shape_of, report, shipped
+from .measure import Report, input_shape_of, report, shipped
 
 THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
 SWEEP = [0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98, 0.99]
@@ -136,7 +135,8 @@ def compute_method(job: dict) -> dict:
            "accuracy": r.accuracy, "base_accuracy": base.accuracy,
            "nonzeros_x": ratios["nonzeros_x"], "bytes": r.bytes, "bytes_x": ratios["bytes_x"],
            "gzip_bytes_x": ratios["gzip_bytes_x"],
-           "effective_macs_x": ratios["effective_macs_x"], "latency_b64": None,
+           "effective_macs_x": ratios["effective_macs_x"],
+           "bits_per_weight": method.bits_per_weight(), "latency_b64": None,
            "latency_vs_base": {}, "seconds": seconds,
            "paper_target": catalogue.by_id(job["method"]).paper_target}
     return {"row": row, "file": codec.encode(compressed) if job["latency"] else None}
@@ -202,10 +202,6 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     for method_id, settings in (overrides or {}).items():
         chosen_methods([method_id])
         make_method(method_id, smoke, settings)     # a bad setting fails before any work too
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from .plots import sweep_plot
-
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,38 +215,29 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
                                  workers)
     missing = missing_rows()
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    sweep_plot(curves, ax)
-    fig.savefig(out / "sweep.png", dpi=110)
-    plt.close(fig)
-
     images = "1,000 test images (smoke run)" if smoke else "the full official test sets"
-    implemented = len(METHODS)
-    sections = [
-        ("Model zoo", f"Accuracy on {images}; bytes are the real encoded file; MACs per image; "
-                      + ("no latency in a smoke run." if smoke else
-                         f"latency: warm median in ms with its interquartile range, on "
-                         f"{THREADS} thread(s), the machine's 1-minute load average beside it."),
-         zoo_table),
-        ("Methods at their " + ("smoke" if smoke else "default") + " settings",
-         "On each method's reference model; ratios are x smaller / fewer than the base model"
-         + ("." if smoke else "; latency_b64: how many times faster than the base at batch 64, "
-            "the two timed interleaved (median and interquartile range of the per-pair "
-            "ratios), or no measurable change when that range includes 1 or the ratio is "
-            "within 5% of it (all figures in survey.json)."),
-         [{**{k: v for k, v in r.items() if k != "latency_vs_base"},
-           "settings": json.dumps(r["settings"])} for r in methods_table]),
-        ("Magnitude pruning sweep", "Test error of one-shot magnitude pruning (no retraining) "
-                                    "against Han et al. 2015's pruned-and-retrained points.",
-         [{"model": m, **r} for m, rows in curves.items() for r in rows]),
-        (f"Catalogue ids still missing ({len(missing)} of {len(catalogue.CATALOGUE)}; "
-         f"{implemented} implemented)", "", missing),
-    ]
-    markdown = "# Compression workbench survey\n\n" + "\n\n".join(
-        f"## {title}\n\n{text}\n\n{format_table(rows)}" for title, text, rows in sections)
-    markdown += "\n\n![sweep](sweep.png)\n"
+    head = [("Model zoo", f"Accuracy on {images}; bytes are the real encoded file; MACs per "
+                          "image; " + ("no latency in a smoke run." if smoke else
+                                       f"latency: warm median in ms with its interquartile "
+                                       f"range, on {THREADS} thread(s), the machine's 1-minute "
+                                       "load average beside it."), zoo_table)]
+    families = [(title, f"{text} Each method at its {'smoke' if smoke else 'default'} "
+                        "settings (under its name in the HTML page) on its reference model; "
+                        "ratios are x smaller / fewer than that model"
+                        + ("." if smoke else "; x faster: the two networks timed interleaved "
+                           "at batch 64, median and interquartile range of the per-pair "
+                           "ratios, or no measurable change."), rows)
+                for title, text, rows in survey_report.family_sections(methods_table)]
+    tail = [("Magnitude pruning sweep", "Test accuracy of one-shot magnitude pruning (no "
+                                        "retraining) over sparsity; the figure sets Han et al. "
+                                        "2015's pruned-and-retrained points beside it.",
+             [{"model": m, **r} for m, rows in curves.items() for r in rows]),
+            (f"Catalogue ids still missing ({len(missing)} of {len(catalogue.CATALOGUE)}; "
+             f"{len(METHODS)} implemented)", "", missing)]
+    pictures = survey_report.draw_figures(out, zoo_table, methods_table, curves)
+    markdown = survey_report.markdown(head, families, tail, pictures)
     (out / "survey.md").write_text(markdown)
-    (out / "survey.html").write_text(_html(sections, out / "sweep.png"))
+    (out / "survey.html").write_text(survey_report.page(head, families, tail, pictures))
     run = {kind: c for kind, c in (("zoo", zoo_counts), ("methods", counts),
                                    ("sweep", sweep_counts))}
     run["seconds"] = round(time.perf_counter() - start, 1)
@@ -266,13 +253,3 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
           f"in {run['seconds']} s with {workers} worker(s)")
     return figures
 
-
-def _html(sections, plot: Path) -> str:
-    image = base64.b64encode(plot.read_bytes()).decode()
-    body = "".join(f"<h2>{html.escape(title)}</h2><p>{html.escape(text)}</p>{html_table(rows)}"
-                   for title, text, rows in sections)
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Workbench survey</title>"
-            f"<style>{style}</style></head><body><h1>Compression workbench survey</h1>{body}"
-            f"<img src='data:image/png;base64,{image}' alt='sweep'></body></html>")
