@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,10 @@ RECIPES = {
     "vgg_small": cifar_recipe(),
     "resnet20": cifar_recipe(),
     **{name: cifar_recipe() for name in COMPACT},
+    # NiN at a quarter of the paper's width (64 k weights) ended 20 epochs at 84.55 %, under
+    # the zoo's 85 % floor; it is the smallest network of the zoo, and 30 epochs cost less
+    # than widening it (which would change the network the arch method describes).
+    "nin": replace(cifar_recipe(), epochs=30),
 }
 TARGETS = {  # minimum test accuracy, and the paper's number for the notebooks
     "lenet300": {"min_acc": 0.983, "paper_acc": 1 - 0.0164, "paper": "Han et al. 2015, Table 1"},
