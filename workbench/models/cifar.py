@@ -3,6 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .groups import ChannelGroup
+from .layers import classifier_head
 
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
@@ -104,7 +105,7 @@ class ResNet20(nn.Module):
             stages.append(nn.Sequential(*stage))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))

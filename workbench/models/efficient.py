@@ -19,6 +19,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import classifier_head
 from .mobile import _check, conv_bn, divisible
 
 
@@ -115,8 +116,7 @@ class EfficientNet(nn.Module):
         last = divisible(last_channels * w)
         layers.append(nn.Sequential(*conv_bn(c_in, last, act=nn.SiLU)))
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(last, num_classes))
+        self.head = classifier_head(last, num_classes)
 
     @classmethod
     def multipliers(cls, phi: float) -> tuple[float, float, float]:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import classifier_head
 from .mobile import _check, conv_bn
 from .shuffle import channel_shuffle
 
@@ -98,8 +99,7 @@ class ShuffleNet(nn.Module):
             stages.append(nn.Sequential(*units))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))
@@ -172,8 +172,7 @@ class ResNeXt(nn.Module):
                 for b in range(blocks))))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))

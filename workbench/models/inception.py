@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import classifier_head
 from .mobile import _check, divisible
 
 
@@ -157,8 +158,7 @@ class Inception(nn.Module):
                 layers.append(reduction)
                 c_in = out_channels(reduction, c_in)
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))

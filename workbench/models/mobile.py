@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import classifier_head
+
 
 def divisible(channels: float, divisor: int = 8) -> int:
     """Round a scaled width to a multiple of ``divisor`` (never down by more than 10%), as the
@@ -80,8 +82,7 @@ class MobileNet(nn.Module):
             layers.append(depthwise_separable(c_in, c_out, stride))
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         if self.size != x.shape[-1]:
@@ -151,8 +152,7 @@ class MobileNetV2(nn.Module):
                 c_in = c_out
         layers.append(nn.Sequential(*conv_bn(c_in, last_channels, act=nn.ReLU6)))
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(last_channels, num_classes))
+        self.head = classifier_head(last_channels, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))

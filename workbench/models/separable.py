@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import classifier_head
 from .mobile import _check, conv_bn, divisible
 
 
@@ -89,8 +90,7 @@ class Xception(nn.Module):
         layers += [SeparableConv(w(1024), w(1536)), nn.ReLU(inplace=True),
                    SeparableConv(w(1536), w(2048)), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(w(2048), num_classes))
+        self.head = classifier_head(w(2048), num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -156,8 +156,7 @@ class EffNet(nn.Module):
                        for b in range(blocks)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -215,8 +214,7 @@ class SepNet(nn.Module):
                                             2 if b == 0 else 1, groups) for b in range(blocks)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(c_in, num_classes))
+        self.head = classifier_head(c_in, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .layers import classifier_head
 from .mobile import _check, conv_bn
 
 
@@ -93,8 +94,7 @@ class ShuffleNetV2(nn.Module):
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.last = nn.Sequential(*conv_bn(c_in, last_channels))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(last_channels, num_classes))
+        self.head = classifier_head(last_channels, num_classes)
 
     def forward(self, x):
         return self.head(self.last(self.stages(self.stem(x))))
