@@ -3,12 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .groups import ChannelGroup
-from .layers import classifier_head
-
-
-def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True)]
+from .layers import classifier_head, conv_bn
 
 
 class VGGSmall(nn.Module):
@@ -29,7 +24,7 @@ class VGGSmall(nn.Module):
         self.config = {"width": width, "num_classes": num_classes, "channels": channels}
         layers, c_in = [], 3
         for i, c_out in enumerate(channels):
-            layers += conv_bn(c_in, c_out)
+            layers += conv_bn(c_in, c_out, 3)
             if i % 2 == 1:
                 layers.append(nn.MaxPool2d(2))
             c_in = c_out
@@ -97,7 +92,7 @@ class ResNet20(nn.Module):
                              "stages and one inner width per block")
         self.config = {"blocks_per_stage": blocks, "width": width, "num_classes": num_classes,
                        "inner": inner}
-        self.stem = nn.Sequential(*conv_bn(3, width))
+        self.stem = nn.Sequential(*conv_bn(3, width, 3))
         stages, c_in, widths_left = [], width, iter(inner)
         for i, (c_out, n) in enumerate(zip(widths, blocks)):
             stage = [BasicBlock(c_in if j == 0 else c_out, c_out, 2 if (i and j == 0) else 1,

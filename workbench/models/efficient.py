@@ -19,8 +19,8 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head
-from .mobile import _check, conv_bn, divisible
+from .layers import classifier_head, conv_bn
+from .mobile import _check, divisible
 
 
 class SqueezeExcite(nn.Module):

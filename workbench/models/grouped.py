@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head
-from .mobile import _check, conv_bn
+from .layers import classifier_head, conv_bn
+from .mobile import _check
 from .shuffle import channel_shuffle
 
 

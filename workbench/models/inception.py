@@ -13,24 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import classifier_head
+from .layers import classifier_head, conv_bn
 from .mobile import _check, divisible
-
-
-def conv_bn_relu(c_in: int, c_out: int, kernel=1, stride: int = 1) -> nn.Sequential:
-    """Conv (no bias, "same" padding for odd kernels, ``kernel`` an int or (height, width)),
-    BatchNorm, ReLU."""
-    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    return nn.Sequential(nn.Conv2d(c_in, c_out, (kh, kw), stride, (kh // 2, kw // 2),
-                                   bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 def chain(c_in: int, layers) -> nn.Sequential:
     """Convs one after another: ``layers`` holds (c_out, kernel) or (c_out, kernel, stride)."""
     modules = []
     for c_out, kernel, *stride in layers:
-        modules.append(conv_bn_relu(c_in, c_out, kernel, *stride))
+        modules.append(nn.Sequential(*conv_bn(c_in, c_out, kernel, *stride)))
         c_in = c_out
     return nn.Sequential(*modules)
 
@@ -38,7 +29,7 @@ def chain(c_in: int, layers) -> nn.Sequential:
 def pool_branch(c_in: int, c_out: int) -> nn.Sequential:
     """3x3 average pooling (stride 1) and a 1x1 conv: the module's pooling branch."""
     return nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False),
-                         conv_bn_relu(c_in, c_out))
+                         nn.Sequential(*conv_bn(c_in, c_out)))
 
 
 class Concat(nn.Module):
@@ -83,9 +74,10 @@ def inception_c(c_in: int, w) -> Concat:
     """Fig. 7: 1x1 | 1x1, then 1x3 and 3x1 side by side | 1x1, 3x3, then 1x3 and 3x1 side by
     side | pool, 1x1 (the expanded filter bank of the coarsest grid)."""
     def fork(c):
-        return Concat(conv_bn_relu(c, w(384), (1, 3)), conv_bn_relu(c, w(384), (3, 1)))
+        return Concat(nn.Sequential(*conv_bn(c, w(384), (1, 3))),
+                      nn.Sequential(*conv_bn(c, w(384), (3, 1))))
     return Concat(chain(c_in, [(w(320), 1)]),
-                  nn.Sequential(conv_bn_relu(c_in, w(384)), fork(w(384))),
+                  nn.Sequential(nn.Sequential(*conv_bn(c_in, w(384))), fork(w(384))),
                   nn.Sequential(chain(c_in, [(w(448), 1), (w(384), 3)]), fork(w(384))),
                   pool_branch(c_in, w(192)))
 
@@ -145,7 +137,8 @@ class Inception(nn.Module):
             return divisible(channels * width)
 
         # ImageNet: seven layers and two poolings (299 -> 35); here 32 -> 16
-        layers = [conv_bn_relu(3, w(64), 3), nn.MaxPool2d(3, 2, 1), conv_bn_relu(w(64), w(192), 3)]
+        layers = [nn.Sequential(*conv_bn(3, w(64), 3)), nn.MaxPool2d(3, 2, 1),
+                  nn.Sequential(*conv_bn(w(64), w(192), 3))]
         c_in = w(192)
         for stage, count in enumerate(blocks):
             for _ in range(count):

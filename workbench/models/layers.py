@@ -7,7 +7,25 @@ of the code they replaced, so the zoo's checkpoints load unchanged.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
+
+
+def conv_bn(c_in: int, c_out: int, kernel=1, stride=1, groups: int = 1,
+            act: Callable[..., nn.Module] | None = nn.ReLU) -> list[nn.Module]:
+    """Conv (no bias, "same" padding for odd kernels) -> BatchNorm -> activation.
+
+    ``kernel`` is an int or (height, width); ``act`` is an activation class, made with
+    ``inplace=True`` (``functools.partial(nn.LeakyReLU, 0.1)`` for DarkNet's leaky ReLU), or
+    None for no activation (a linear layer, such as MobileNet v2's bottleneck). A list, so
+    that a caller can splice it into a larger ``nn.Sequential`` and keep flat layer indices.
+    """
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    layers = [nn.Conv2d(c_in, c_out, (kh, kw), stride, (kh // 2, kw // 2), groups=groups,
+                        bias=False),
+              nn.BatchNorm2d(c_out)]
+    return layers + ([act(inplace=True)] if act is not None else [])
 
 
 def classifier_head(c_in: int, classes: int) -> nn.Sequential:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head
+from .layers import classifier_head, conv_bn
 
 
 def divisible(channels: float, divisor: int = 8) -> int:
@@ -28,14 +28,6 @@ def divisible(channels: float, divisor: int = 8) -> int:
     MobileNet v2 reference code does for every width multiplier."""
     rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * channels else rounded
-
-
-def conv_bn(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-            act: type[nn.Module] | None = nn.ReLU) -> list[nn.Module]:
-    """Conv (no bias) -> BatchNorm -> activation (None: a linear layer, no activation)."""
-    layers = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(c_out)]
-    return layers + ([act(inplace=True)] if act is not None else [])
 
 
 def depthwise_separable(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:

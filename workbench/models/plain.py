@@ -9,15 +9,15 @@ plain dense convolution, the fastest kind per MAC on a CPU.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
+from .layers import conv_bn
 from .mobile import _check, divisible
 
-
-def conv_bn_leaky(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
-    """Conv (no bias) -> BatchNorm -> leaky ReLU with slope 0.1 (DarkNet's activation)."""
-    return [nn.Conv2d(c_in, c_out, kernel, 1, kernel // 2, bias=False), nn.BatchNorm2d(c_out),
-            nn.LeakyReLU(0.1, inplace=True)]
+# DarkNet's activation: a leaky ReLU of slope 0.1 (made in place by conv_bn)
+leaky = partial(nn.LeakyReLU, 0.1)
 
 
 class DarkNet(nn.Module):
@@ -51,7 +51,7 @@ class DarkNet(nn.Module):
             wide, narrow = divisible(channels * width), divisible(channels * width / 2)
             for i in range(count):               # 3x3 at even positions, 1x1 at odd ones
                 c_out, kernel = (wide, 3) if i % 2 == 0 else (narrow, 1)
-                layers += conv_bn_leaky(c_in, c_out, kernel)
+                layers += conv_bn(c_in, c_out, kernel, act=leaky)
                 c_in = c_out
             if pool:
                 layers.append(nn.MaxPool2d(2))

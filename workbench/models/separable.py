@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head
-from .mobile import _check, conv_bn, divisible
+from .layers import classifier_head, conv_bn
+from .mobile import _check, divisible
 
 
 class SeparableConv(nn.Sequential):
@@ -43,8 +43,8 @@ class XceptionBlock(nn.Module):
         if stride == 2:
             layers.append(nn.MaxPool2d(3, 2, 1))
         self.branch = nn.Sequential(*layers)
-        self.shortcut = nn.Sequential() if stride == 1 and c_in == c else nn.Sequential(
-            nn.Conv2d(c_in, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+        self.shortcut = nn.Sequential() if stride == 1 and c_in == c else \
+            nn.Sequential(*conv_bn(c_in, c, 1, stride, act=None))
 
     def forward(self, x):
         return self.branch(x) + self.shortcut(x)
@@ -106,16 +106,15 @@ class EffNetBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         mid = max(1, c_out // 2)
-        layers = [*conv_bn(c_in, mid),
-                  nn.Conv2d(mid, mid, (1, 3), 1, (0, 1), groups=mid, bias=False),
-                  nn.BatchNorm2d(mid), nn.ReLU(inplace=True)]
+        layers = [*conv_bn(c_in, mid), *conv_bn(mid, mid, (1, 3), groups=mid)]
         if stride == 2:
             layers.append(nn.MaxPool2d((2, 1), (2, 1)))
-        layers += [nn.Conv2d(mid, mid, (3, 1), 1, (1, 0), groups=mid, bias=False),
-                   nn.BatchNorm2d(mid), nn.ReLU(inplace=True)]
-        layers += [nn.Conv2d(mid, c_out, (1, 2), (1, 2), bias=False)] if stride == 2 else \
-            [nn.Conv2d(mid, c_out, 1, bias=False)]
-        layers += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        layers += conv_bn(mid, mid, (3, 1), groups=mid)
+        if stride == 2:     # an unpadded 1x2 conv that strides along the columns
+            layers += [nn.Conv2d(mid, c_out, (1, 2), (1, 2), bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        else:
+            layers += conv_bn(mid, c_out)
         self.block = nn.Sequential(*layers)
 
     def forward(self, x):

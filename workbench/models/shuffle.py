@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .layers import classifier_head
-from .mobile import _check, conv_bn
+from .layers import classifier_head, conv_bn
+from .mobile import _check
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -18,12 +18,8 @@ import torch
 from torch import nn
 
 from .groups import ChannelGroup
+from .layers import conv_bn
 from .mobile import _check, divisible
-
-
-def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, 1, kernel // 2, bias=False), nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True)]
 
 
 class NiN(nn.Module):
@@ -63,7 +59,7 @@ class NiN(nn.Module):
                        "dropout": dropout}
         layers, c_in = [], 3
         for i, (c_out, kernel) in enumerate(zip(channels, self.KERNELS)):
-            layers += conv_bn_relu(c_in, c_out, kernel)
+            layers += conv_bn(c_in, c_out, kernel)
             if i in (2, 5):
                 pool = nn.MaxPool2d if i == 2 else nn.AvgPool2d
                 layers += [pool(3, 2, ceil_mode=True), nn.Dropout(dropout)]
@@ -89,9 +85,9 @@ class Fire(nn.Module):
 
     def __init__(self, c_in: int, squeeze: int, e1: int, e3: int):
         super().__init__()
-        self.squeeze = nn.Sequential(*conv_bn_relu(c_in, squeeze))
-        self.expand1 = nn.Sequential(*conv_bn_relu(squeeze, e1)) if e1 else None
-        self.expand3 = nn.Sequential(*conv_bn_relu(squeeze, e3, 3)) if e3 else None
+        self.squeeze = nn.Sequential(*conv_bn(c_in, squeeze))
+        self.expand1 = nn.Sequential(*conv_bn(squeeze, e1)) if e1 else None
+        self.expand3 = nn.Sequential(*conv_bn(squeeze, e3, 3)) if e3 else None
 
     def forward(self, x):
         x = self.squeeze(x)
@@ -143,7 +139,7 @@ class SqueezeNet(nn.Module):
                        "stem_channels": stem_channels, "dropout": dropout,
                        "num_classes": num_classes}
         pool = lambda: nn.MaxPool2d(3, 2, padding=1)                 # 32 -> 16 -> 8 -> 4
-        layers = conv_bn_relu(3, stem_channels, 3)                    # ImageNet: 7x7 stride 2
+        layers = conv_bn(3, stem_channels, 3)                    # ImageNet: 7x7 stride 2
         layers += [pool()] if 1 in pool_after else []
         c_in = stem_channels
         for i in range(8):                                            # fire2 ... fire9
