@@ -7,6 +7,7 @@ its paper says (oracles: hand counts, the flop counter, a full convolution's wei
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from workbench import codec, measure, models, zoo
 from workbench.models.efficient import EfficientNet, MBConv
 from workbench.models.grouped import ResNeXt, ShuffleNet, ShuffleUnit, channel_shuffle
 from workbench.models.inception import Inception
+from workbench.models.layers import check_count, check_range, classifier_head, conv_bn
 from workbench.models.plain import DarkNet
 from workbench.models.separable import (
     EffNet,
@@ -285,3 +287,27 @@ def test_mbconv_squeeze_excitation_rescales_channels():
     inner = block.block[:6](x) * 0.5
     assert torch.allclose(block(x), x + block.block[7:](inner), atol=1e-6)
     assert block.residual and se.reduce.out_channels == 4          # a quarter of c_in
+
+
+def test_shared_building_blocks():
+    """The helpers the networks share: a conv_bn keeps the map size for odd kernels, square or
+    not, and makes its activation in place; the head averages, then applies its linear layer
+    (oracle: the mean over the map by hand); the knob checks say what is allowed."""
+    x = torch.randn(2, 4, 6, 10)
+    for kernel in (1, 3, (1, 3), (5, 1)):
+        conv, norm, act = conv_bn(4, 8, kernel, groups=2, act=partial(nn.LeakyReLU, 0.1))
+        assert conv.bias is None and conv.groups == 2 and norm.num_features == 8
+        assert act.inplace and act.negative_slope == 0.1
+        assert conv(x).shape == (2, 8, 6, 10)
+    assert len(conv_bn(4, 8, act=None)) == 2
+    head = classifier_head(4, 3)
+    torch.testing.assert_close(head(x), head[2](x.mean((2, 3))))
+    with pytest.raises(ValueError, match=r"^Net.blocks=1.5: allowed is an integer >= 0 "
+                                         r"\(8 in the paper\)$"):
+        check_count("Net.blocks", 1.5, 0, note="8 in the paper")
+    with pytest.raises(ValueError, match=r"^Net.groups=0: allowed is an integer >= 1$"):
+        check_count("Net.groups", 0)
+    check_count("Net.groups", 1)
+    with pytest.raises(ValueError, match=r"^Net.width=0: allowed is 0 < Net.width <= 4$"):
+        check_range("Net.width", 0, 0, 4)
+    check_range("Net.width", 4, 0, 4)

@@ -19,8 +19,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head, conv_bn
-from .mobile import _check, divisible
+from .layers import check_count, check_range, classifier_head, conv_bn, divisible
 
 
 class SqueezeExcite(nn.Module):
@@ -97,11 +96,9 @@ class EfficientNet(nn.Module):
         if not isinstance(phi, (int, float)) or not 0 <= phi <= 8:
             raise ValueError(f"EfficientNet.phi={phi!r}: allowed is 0 <= phi <= 8 "
                              f"(B0 is 0, B7 about 7)")
-        _check("EfficientNet.width", width, 0, 4)
-        _check("EfficientNet.depth", depth, 0, 4)
-        if not isinstance(last_channels, int) or last_channels < 1:
-            raise ValueError(f"EfficientNet.last_channels={last_channels!r}: allowed is an "
-                             f"integer >= 1")
+        check_range("EfficientNet.width", width, 0, 4)
+        check_range("EfficientNet.depth", depth, 0, 4)
+        check_count("EfficientNet.last_channels", last_channels)
         self.config = {"phi": phi, "width": width, "depth": depth,
                        "last_channels": last_channels, "num_classes": num_classes}
         d, w, r = self.multipliers(phi)

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head, conv_bn
-from .mobile import _check
+from .layers import check_count, check_range, classifier_head, conv_bn
 from .shuffle import channel_shuffle
 
 
@@ -85,7 +84,7 @@ class ShuffleNet(nn.Module):
         if groups not in self.STAGE2_WIDTHS:
             raise ValueError(f"ShuffleNet.groups={groups}: allowed is one of "
                              f"{sorted(self.STAGE2_WIDTHS)} (the paper's Table 1)")
-        _check("ShuffleNet.width", width, 0, 4)
+        check_range("ShuffleNet.width", width, 0, 4)
         self.config = {"groups": groups, "width": width, "repeats": repeats,
                        "num_classes": num_classes}
         step = 4 * groups
@@ -153,8 +152,7 @@ class ResNeXt(nn.Module):
         for name, value in (("cardinality", cardinality), ("group_width", group_width),
                             ("width", width), ("blocks", blocks),
                             ("stem_channels", stem_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ResNeXt.{name}={value!r}: allowed is an integer >= 1")
+            check_count(f"ResNeXt.{name}", value)
         if first_stride not in (1, 2):
             raise ValueError(f"ResNeXt.first_stride={first_stride!r}: allowed is 1 (the "
                              f"paper's CIFAR network) or 2")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import classifier_head, conv_bn
-from .mobile import _check, divisible
+from .layers import check_range, classifier_head, conv_bn, divisible
 
 
 def chain(c_in: int, layers) -> nn.Sequential:
@@ -123,7 +122,7 @@ class Inception(nn.Module):
     def __init__(self, width: float = 0.2, n: int = 3, blocks=(1, 1, 1),
                  num_classes: int = 10):
         super().__init__()
-        _check("Inception.width", width, 0, 4)
+        check_range("Inception.width", width, 0, 4)
         if not isinstance(n, int) or n < 1 or n % 2 == 0:
             raise ValueError(f"Inception.n={n!r}: allowed is an odd integer >= 1 (the "
                              f"factorized 1 x n / n x 1 kernels keep the map size)")

@@ -20,25 +20,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head, conv_bn
-
-
-def divisible(channels: float, divisor: int = 8) -> int:
-    """Round a scaled width to a multiple of ``divisor`` (never down by more than 10%), as the
-    MobileNet v2 reference code does for every width multiplier."""
-    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * channels else rounded
+from .layers import check_range, classifier_head, conv_bn, divisible
 
 
 def depthwise_separable(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     """MobileNet v1's block: 3x3 depthwise conv-BN-ReLU, then 1x1 pointwise conv-BN-ReLU."""
     return nn.Sequential(*conv_bn(c_in, c_in, 3, stride, groups=c_in),
                          *conv_bn(c_in, c_out))
-
-
-def _check(name: str, value: float, low: float, high: float) -> None:
-    if not low < value <= high:
-        raise ValueError(f"{name}={value}: allowed is {low} < {name} <= {high}")
 
 
 class MobileNet(nn.Module):
@@ -63,8 +51,8 @@ class MobileNet(nn.Module):
 
     def __init__(self, width: float = 0.5, resolution: float = 1.0, num_classes: int = 10):
         super().__init__()
-        _check("width", width, 0, 4)
-        _check("resolution", resolution, 0, 1)
+        check_range("width", width, 0, 4)
+        check_range("resolution", resolution, 0, 1)
         self.config = {"width": width, "resolution": resolution, "num_classes": num_classes}
         self.size = round(32 * resolution)
         c_in = divisible(32 * width)
@@ -128,8 +116,8 @@ class MobileNetV2(nn.Module):
     def __init__(self, width: float = 0.5, expansion: float = 6, last_channels: int = 320,
                  num_classes: int = 10):
         super().__init__()
-        _check("width", width, 0, 4)
-        _check("expansion", expansion, 0, 16)
+        check_range("width", width, 0, 4)
+        check_range("expansion", expansion, 0, 16)
         if last_channels < 1:
             raise ValueError(f"last_channels={last_channels}: need at least 1")
         self.config = {"width": width, "expansion": expansion, "last_channels": last_channels,

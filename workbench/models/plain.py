@@ -13,8 +13,7 @@ from functools import partial
 
 from torch import nn
 
-from .layers import conv_bn
-from .mobile import _check, divisible
+from .layers import check_range, conv_bn, divisible
 
 # DarkNet's activation: a leaky ReLU of slope 0.1 (made in place by conv_bn)
 leaky = partial(nn.LeakyReLU, 0.1)
@@ -44,7 +43,7 @@ class DarkNet(nn.Module):
 
     def __init__(self, width: float = 0.25, num_classes: int = 10):
         super().__init__()
-        _check("DarkNet.width", width, 0, 4)
+        check_range("DarkNet.width", width, 0, 4)
         self.config = {"width": width, "num_classes": num_classes}
         layers, c_in = [], 3
         for channels, count, pool in self.GROUPS:

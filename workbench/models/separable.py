@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_head, conv_bn
-from .mobile import _check, divisible
+from .layers import check_count, check_range, classifier_head, conv_bn, divisible
 
 
 class SeparableConv(nn.Sequential):
@@ -71,10 +70,8 @@ class Xception(nn.Module):
 
     def __init__(self, width: float = 0.125, middle_blocks: int = 3, num_classes: int = 10):
         super().__init__()
-        _check("Xception.width", width, 0, 4)
-        if not isinstance(middle_blocks, int) or middle_blocks < 0:
-            raise ValueError(f"Xception.middle_blocks={middle_blocks!r}: allowed is an "
-                             f"integer >= 0 (8 in the paper)")
+        check_range("Xception.width", width, 0, 4)
+        check_count("Xception.middle_blocks", middle_blocks, 0, note="8 in the paper")
         self.config = {"width": width, "middle_blocks": middle_blocks,
                        "num_classes": num_classes}
 
@@ -142,10 +139,8 @@ class EffNet(nn.Module):
 
     def __init__(self, width: float = 0.75, blocks: int = 2, num_classes: int = 10):
         super().__init__()
-        _check("EffNet.width", width, 0, 4)
-        if not isinstance(blocks, int) or blocks < 1:
-            raise ValueError(f"EffNet.blocks={blocks!r}: allowed is an integer >= 1 (1 in the "
-                             f"paper)")
+        check_range("EffNet.width", width, 0, 4)
+        check_count("EffNet.blocks", blocks, note="1 in the paper")
         self.config = {"width": width, "blocks": blocks, "num_classes": num_classes}
         c_in = divisible(32 * width)
         layers = [nn.Sequential(*conv_bn(3, c_in, 3))]
@@ -199,8 +194,7 @@ class SepNet(nn.Module):
         super().__init__()
         for name, value in (("groups", groups), ("width", width), ("blocks", blocks),
                             ("stem_channels", stem_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"SepNet.{name}={value!r}: allowed is an integer >= 1")
+            check_count(f"SepNet.{name}", value)
         if width % groups or stem_channels % groups:
             raise ValueError(f"SepNet.groups={groups}: allowed is a divisor of width={width} "
                              f"and stem_channels={stem_channels}")

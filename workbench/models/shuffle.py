@@ -13,8 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .layers import classifier_head, conv_bn
-from .mobile import _check
+from .layers import check_range, classifier_head, conv_bn
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -78,7 +77,7 @@ class ShuffleNetV2(nn.Module):
 
     def __init__(self, width: float = 0.5, last_channels: int = 512, num_classes: int = 10):
         super().__init__()
-        _check("width", width, 0, 4)
+        check_range("width", width, 0, 4)
         if last_channels < 1:
             raise ValueError(f"last_channels={last_channels}: need at least 1")
         self.config = {"width": width, "last_channels": last_channels,
