@@ -12,7 +12,12 @@ from workbench import codec, measure, models, zoo
 from workbench.prune import propagate
 from workbench.prune.channels import L1Filter, filter_l1, group_l1
 from workbench.prune.dependency import analyze, as_channel_group
-from workbench.prune.slim import SlimConv2d, shrink_traced
+from workbench.prune.slim import (
+    SlimBatchNorm1d,
+    SlimBatchNorm2d,
+    SlimConv2d,
+    shrink_traced,
+)
 from workbench.prune.surgery import shrink, traced_groups
 
 DECLARING = ["lenet300", "lenet5", "vgg_small", "resnet20", "nin"]
@@ -117,6 +122,58 @@ def test_what_cannot_be_mapped_safely_is_not_prunable():
         shrink(Literal(), {"g": [0, 1]})
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
     assert traced_groups(plain) == []               # no config: no file could rebuild it
+
+
+class Norms(nn.Module):
+    """A conv with BatchNorm2d and a Linear with BatchNorm1d, each pruned to Slim layers."""
+    input_shape = (3, 6, 6)
+
+    def __init__(self):
+        super().__init__()
+        self.config = {}
+        self.conv, self.bn2 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=0.3)
+        self.fc, self.bn1 = nn.Linear(4, 5), nn.BatchNorm1d(5, eps=1e-3)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn2(self.conv(x))).mean((2, 3))
+        return self.out(torch.relu(self.bn1(self.fc(x))))
+
+
+@pytest.mark.parametrize("name, kind, plain, kept, shape", [
+    ("bn2", SlimBatchNorm2d, nn.BatchNorm2d, [0, 2], (6, 2, 3, 3)),
+    ("bn1", SlimBatchNorm1d, nn.BatchNorm1d, [1, 3, 4], (6, 3))])
+def test_slim_norms_are_the_sliced_norm_and_rebuild_from_their_config(name, kind, plain, kept,
+                                                                      shape):
+    torch.manual_seed(0)
+    model = Norms()
+    with torch.no_grad():
+        for m in (model.bn1, model.bn2):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.normal_()
+            m.bias.normal_()
+    group = "conv" if name == "bn2" else "fc"
+    slim = shrink(model, {group: kept}).get_submodule(name)
+    full_norm = model.get_submodule(name)
+    assert type(slim) is kind and isinstance(slim, plain)
+    assert models.CUSTOM_MODULES[kind.__name__] is kind
+    assert slim.config == {"num_features": len(kept), "eps": full_norm.eps,
+                           "momentum": full_norm.momentum, "affine": True,
+                           "track_running_stats": True}
+    oracle = plain(len(kept), full_norm.eps, full_norm.momentum)   # the plain norm, sliced
+    oracle.load_state_dict({k: v[kept] if v.dim() else v
+                            for k, v in full_norm.state_dict().items()})
+    rebuilt = kind(**slim.config)                                  # as the codec rebuilds it
+    rebuilt.load_state_dict(slim.state_dict())
+    x = torch.randn(*shape)
+    for train in (False, True):
+        for m in (slim, oracle, rebuilt):
+            m.train(train)
+        expected = oracle(x)
+        torch.testing.assert_close(slim(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(rebuilt(x), expected, rtol=0, atol=0)
+    torch.testing.assert_close(slim.running_mean, oracle.running_mean, rtol=0, atol=0)
 
 
 def silence(model, group, classes):

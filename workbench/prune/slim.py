@@ -51,29 +51,24 @@ class SlimLinear(nn.Linear):
 
 
 class _SlimNorm:
-    def _keep_config(self, num_features, eps, momentum, affine, track_running_stats):
+    """The constructor both resized BatchNorms share: the BatchNorm's own (the next class in
+    the MRO), then its arguments kept in ``config``."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.config = {"num_features": num_features, "eps": eps, "momentum": momentum,
                        "affine": affine, "track_running_stats": track_running_stats}
 
 
 @register_module
-class SlimBatchNorm2d(nn.BatchNorm2d, _SlimNorm):
+class SlimBatchNorm2d(_SlimNorm, nn.BatchNorm2d):
     """A BatchNorm2d that channel pruning resized (constructor arguments in ``config``)."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats)
-        self._keep_config(num_features, eps, momentum, affine, track_running_stats)
 
 
 @register_module
-class SlimBatchNorm1d(nn.BatchNorm1d, _SlimNorm):
+class SlimBatchNorm1d(_SlimNorm, nn.BatchNorm1d):
     """A BatchNorm1d that channel pruning resized (constructor arguments in ``config``)."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats)
-        self._keep_config(num_features, eps, momentum, affine, track_running_stats)
 
 
 def resized(layer: nn.Module, tensors: dict[str, torch.Tensor], kept: dict) -> nn.Module:
