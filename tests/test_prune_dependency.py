@@ -99,6 +99,23 @@ def test_a_wrong_rule_is_caught_not_silently_applied(monkeypatch):
         shrink(model, {"a": [2, 3]})
 
 
+def test_a_permutation_inside_one_class_is_caught(monkeypatch):
+    """The re-trace check compares each channel with the very channel of the original, not
+    only its class: a rule that swapped the two (coupled) halves of the chunk in the pruned
+    network only would keep every class in place, and must still be refused."""
+    right_rule = propagate.Propagation.chunk
+
+    def chunk_swapped_when_pruned(self, node):
+        pieces = right_rule(self, node)
+        return pieces[::-1] if len(pieces[0].ids) == 1 else pieces
+    monkeypatch.setattr(propagate.Propagation, "chunk", chunk_swapped_when_pruned)
+    model = ChunkNet().eval()
+    (group,) = analyze(model).prunable()
+    assert torch.equal(group.rows("a"), torch.tensor([0, 1, 0, 1]))   # one class: a1 and a3
+    with pytest.raises(ValueError, match="went wrong at node"):
+        shrink(model, {"a": [1]})
+
+
 class Literal(nn.Module):
     """A shuffle whose view sizes are written in the code, and a grouped convolution."""
     input_shape = (4, 4, 4)

@@ -150,7 +150,9 @@ def shrink_traced(model: nn.Module, keep: dict[str, torch.Tensor],
 def check_shrunk(before: ChannelGraph, smaller: nn.Module, masks: dict) -> None:
     """ValueError unless every tensor of ``smaller`` holds exactly the kept channels of the
     same tensor of the original, in the original order (re-traced: ids mapped back through
-    each producer's kept rows)."""
+    each producer's kept rows). Channels are compared one by one, not by class: channels of
+    one class (united by an addition or a chunk) are removed together but are not
+    interchangeable, so a pruned network that swapped two of them would be wrong."""
     try:
         after = analyze(smaller)
     except Exception as err:     # a view or split the surgery broke: say where it came from
@@ -166,8 +168,7 @@ def check_shrunk(before: ChannelGraph, smaller: nn.Module, masks: dict) -> None:
         raise ValueError(f"channel surgery on {type(smaller).__name__} went wrong at node "
                          f"{missing[0]}: the pruned network makes channels the original does "
                          f"not (an operation dependency.py maps wrongly)")
-    back = torch.tensor([made[origin] for origin in origins])
-    back = root[back]                        # after id -> root of the original channel
+    back = torch.tensor([made[origin] for origin in origins])   # after id -> original id
     removed = set()
     for (layer, role), mask in masks.items():
         if role == "out":
@@ -182,6 +183,7 @@ def check_shrunk(before: ChannelGraph, smaller: nn.Module, masks: dict) -> None:
 
 
 def _same(was, now, root, back, removed, shape_was, shape_now) -> bool:
+    # ``removed`` holds classes (roots); a channel is gone when its class is
     if was is None or now is None:
         return was is None and now is None
     if isinstance(was, Chan) != isinstance(now, Chan):
@@ -193,6 +195,6 @@ def _same(was, now, root, back, removed, shape_was, shape_now) -> bool:
         if shape_was is None or shape_now is None:
             return False
         was, now = Chan(full(was, shape_was), False), Chan(full(now, shape_now), False)
-    before = root[was.ids.flatten()]
-    before = before[~torch.isin(before, torch.tensor(sorted(removed), dtype=torch.long))]
-    return torch.equal(before, back[now.ids.flatten()])
+    before = was.ids.flatten()
+    gone = torch.isin(root[before], torch.tensor(sorted(removed), dtype=torch.long))
+    return torch.equal(before[~gone], back[now.ids.flatten()])
