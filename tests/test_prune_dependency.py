@@ -193,6 +193,41 @@ def test_slim_norms_are_the_sliced_norm_and_rebuild_from_their_config(name, kind
     torch.testing.assert_close(slim.running_mean, oracle.running_mean, rtol=0, atol=0)
 
 
+class SharedModules(nn.Module):
+    """One ReLU instance after both convs (it holds nothing: each call is its own); with
+    ``twice``, conv ``b`` is also called twice (its weights serve two places)."""
+    input_shape = (3, 6, 6)
+
+    def __init__(self, twice: bool = False):
+        super().__init__()
+        self.config, self.twice = {}, twice
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.c, self.act = nn.Conv2d(4, 3, 1), nn.ReLU()
+
+    def forward(self, x):
+        x = self.act(self.b(self.act(self.a(x))))
+        if self.twice:
+            x = self.act(self.b(x))
+        return self.c(x).mean((2, 3))
+
+
+def test_a_shared_module_without_weights_couples_nothing():
+    torch.manual_seed(0)
+    model = SharedModules().eval()
+    groups = {g.name: g for g in analyze(model).prunable()}
+    assert sorted(groups) == ["a", "b"]
+    assert groups["a"].consumers == ("b",) and groups["b"].consumers == ("c",)
+    silence(model, groups["a"], torch.tensor([1, 2]))
+    silence(model, groups["b"], torch.tensor([0]))
+    smaller = shrink(model, {"a": [0, 3], "b": [1, 2, 3]})       # checked by the re-trace
+    assert (smaller.a.out_channels, smaller.b.in_channels, smaller.b.out_channels) == (2, 2, 3)
+    x = sample_input(model)
+    with torch.no_grad():
+        torch.testing.assert_close(smaller(x), model(x), rtol=1e-6, atol=1e-6)
+    shared = {g.name: g for g in analyze(SharedModules(twice=True)).groups}
+    assert "b is called twice" in shared["a"].reason             # weights still couple
+
+
 def silence(model, group, classes):
     """Make ``classes`` of ``group`` contribute nothing: zero their producer rows, and the
     scale and shift of every BatchNorm (and the filters of every depthwise conv) they pass."""

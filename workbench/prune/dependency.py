@@ -35,8 +35,9 @@ operation does that is not in the lists above (a grouped convolution with 1 < gr
 channels, whose groups would need equal losses; ``split``, whose sizes are written in the
 code or computed from shapes in ways not followed here (a pruned network would cut at the old
 places), and ``chunk`` into unequal pieces; ``F.pad`` along channels, as in
-ResNet's option-A shortcut, whose zero channels have a width set in the code; a module called
-twice, whose weights serve two places; a parameter or constant tensor with a channel dim;
+ResNet's option-A shortcut, whose zero channels have a width set in the code; a module with
+weights called twice, whose weights serve two places (one activation module used at several
+places is fine: it holds nothing to slice); a parameter or constant tensor with a channel dim;
 reductions over channels; any module or function not known here). A group with a fixed class
 is left whole (``CoupledGroup.reason`` says why). In ShuffleNet v2 the chunk and shuffle of
 every unit unite the stage channels into a few classes of many channels each.

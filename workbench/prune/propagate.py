@@ -66,6 +66,14 @@ def full(chan: Chan, shape) -> torch.Tensor:
     return chan.ids.view((-1,) + (1,) * (len(shape) - 2)).expand(tuple(shape[1:]))
 
 
+def _holds_weights(layer: nn.Module) -> bool:
+    """Whether ``layer`` has something that slicing it for one call would change for its other
+    calls: weights or buffers, or a size that is its channels (a norm without either). An
+    activation or pooling module called at several places is several independent operations."""
+    return isinstance(layer, (nn.Conv2d, nn.Linear, *NORMS)) \
+        or next(layer.parameters(), None) is not None or next(layer.buffers(), None) is not None
+
+
 class Propagation:
     """Visits the nodes in order; records producers (``out``), consumers (``inp``) and
     carriers (``carry``) with the ids of their channel positions."""
@@ -127,7 +135,7 @@ class Propagation:
 
     def module(self, node, layer):
         name = node.target
-        if name in self.called:
+        if name in self.called and _holds_weights(layer):
             for table in (self.out, self.inp, self.carry):
                 if name in table:
                     self.uf.fix(table[name], f"{name} is called twice")
