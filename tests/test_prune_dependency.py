@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench import codec, measure, models, zoo
-from workbench.prune import propagate
+from workbench.prune import dependency, propagate
 from workbench.prune.channels import L1Filter, filter_l1, group_l1
 from workbench.prune.dependency import analyze, as_channel_group
 from workbench.prune.slim import (
@@ -322,3 +322,49 @@ def test_shrinking_twice_and_the_resolution_branch():
     assert sizes[0] > sizes[1] > sizes[2]
     with torch.no_grad():
         assert twice(sample_input(model)).shape == (4, 10)
+
+
+def resnet20_narrow(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return models.ResNet20(width=8).eval()
+
+
+@pytest.mark.parametrize("strategy, network", [("independent", small_mobilenet_v2),
+                                               ("greedy", resnet20_narrow)])
+def test_l1_filter_traces_once_and_prunes_as_the_plain_loop_does(strategy, network,
+                                                                 monkeypatch):
+    """apply() traces its input once (supports, check_model and compress share the trace);
+    the result is, tensor by tensor, the network of the plain loop (trace, rank every group,
+    shrink), which traced the input at each of those calls."""
+    model = network(seed=4)
+    method = L1Filter(fraction=0.4, epochs=0, strategy=strategy)
+
+    def conv_groups(model):
+        return [g for g in analyze(model).prunable()
+                if all(isinstance(model.get_submodule(p), nn.Conv2d) for p in g.producers)]
+
+    def plain_loop(model):
+        if strategy == "independent":
+            return shrink(model, {g.name: method.keep_scores(group_l1(model, g), g.name)
+                                  for g in conv_groups(model)})
+        for name in [g.name for g in conv_groups(model)]:
+            group = next(g for g in conv_groups(model) if g.name == name)
+            model = shrink(model, {name: method.keep_scores(group_l1(model, group), name)})
+        return model
+
+    expected = plain_loop(model).eval()
+    steps = len(conv_groups(model))
+    traced = []
+    real_trace = dependency.trace
+    monkeypatch.setattr(dependency, "trace", lambda *a, **kw: traced.append(1) or
+                        real_trace(*a, **kw))
+    pruned = method.apply(model)
+    if strategy == "independent":  # the input, and the pruned network (the re-trace check)
+        assert len(traced) == 2
+    else:    # the network each step prunes (the first: the input); ResNet-20 declares its
+        assert len(traced) == steps   # groups, so shrink rebuilds it from config: no check
+    assert [type(m) for m in pruned.modules()] == [type(m) for m in expected.modules()]
+    got, want = pruned.state_dict(), expected.state_dict()
+    assert list(got) == list(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert method._traced is None                    # nothing kept after apply

@@ -18,6 +18,7 @@ has no ReLU after its convolutions, so APoZ leaves them alone and Activity uses 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from ..method import Choice, Int, Mapping, Real, TrainingMethod, knob
 from ..models.groups import ChannelGroup
 from .blocks import (LayerRemoval, depth_of, greedy_block_removal, removable_blocks,
                      subset_cost, without_block)
+from .dependency import ChannelGraph, analyze
 from .merge import Merge, merge_neurons, merge_saliency, squared_distances
 from .structured import (activations, finetune, finetune_recipe, has_channel_groups,
                          keep_count, keep_highest, per_channel_mean, relu_site,
@@ -159,10 +161,22 @@ def group_l1(model: nn.Module, group: CoupledGroup) -> torch.Tensor:
     return scores
 
 
-def conv_coupled_groups(model: nn.Module) -> list[CoupledGroup]:
-    """The prunable traced groups whose producers are all convolutions."""
-    return [g for g in traced_groups(model)
+def conv_coupled_groups(model: nn.Module, graph: ChannelGraph | None = None
+                        ) -> list[CoupledGroup]:
+    """The prunable traced groups whose producers are all convolutions (``graph``: the
+    analysis of ``model``, if made already)."""
+    found = traced_groups(model) if graph is None else graph.prunable()
+    return [g for g in found
             if all(isinstance(model.get_submodule(p), nn.Conv2d) for p in g.producers)]
+
+
+def traced_structure(model: nn.Module) -> tuple:
+    """What tracing ``model`` depends on besides its classes' code: its class and config, and
+    the name, class and tensor shapes of every module. A copy of a network has the same."""
+    return (type(model), repr(getattr(model, "config", None)),
+            tuple((name, type(m)) for name, m in model.named_modules()),
+            tuple((key, tuple(value.shape) if isinstance(value, torch.Tensor) else None)
+                  for key, value in model.state_dict().items()))
 
 
 @dataclass
@@ -190,8 +204,27 @@ class L1Filter(TrainingMethod):
     epochs: int = 1                        # retraining after the removal (0: none, no data)
     weight_decay: float = 5e-4
 
+    # The last network traced, as (traced_structure, analysis): apply() asks supports and
+    # check_model about the input, then compress about a private copy of it, and all three
+    # share one trace (compress lets it go). None until then.
+    _traced: ClassVar = None
+
+    def analysis(self, model: nn.Module) -> ChannelGraph | None:
+        """``dependency.analyze(model)``, reused while the same network (or a copy) is asked
+        about again; None for a network without a config dict, which no file could rebuild
+        (``surgery.traced_groups``)."""
+        key = traced_structure(model)
+        if self._traced is None or self._traced[0] != key:
+            config = isinstance(getattr(model, "config", None), dict)
+            self._traced = (key, analyze(model) if config else None)
+        return self._traced[1]
+
+    def conv_groups(self, model: nn.Module) -> list[CoupledGroup]:
+        graph = self.analysis(model)
+        return [] if graph is None else conv_coupled_groups(model, graph)
+
     def supports(self, model):
-        return bool(conv_coupled_groups(model))
+        return bool(self.conv_groups(model))
 
     def check_model(self, model):
         self.groups(model)
@@ -201,7 +234,7 @@ class L1Filter(TrainingMethod):
 
     def groups(self, model: nn.Module) -> list[CoupledGroup]:
         """The prunable groups made by convolutions (in a ResNet-20: each block's conv1)."""
-        found = conv_coupled_groups(model)
+        found = self.conv_groups(model)
         unknown = set(self.layer_fractions) - {g.name for g in found}
         if unknown:
             raise ValueError(f"L1Filter.layer_fractions={dict(self.layer_fractions)!r}: "
@@ -219,14 +252,17 @@ class L1Filter(TrainingMethod):
         return keep_highest(scores, keep_count(len(scores), fraction, self.round_to))
 
     def compress(self, model, data=None):
-        groups = self.groups(model)
+        groups, graph = self.groups(model), self.analysis(model)
+        self._traced = None                  # the network changes from here on
         if self.strategy == "independent":   # every group ranked on the original weights
             keep = {g.name: self.keep_scores(group_l1(model, g), g.name) for g in groups}
-            model = shrink(model, keep)
+            model = shrink(model, keep, graph)
         else:    # group after group, on the weights left by the previous removal
-            for name in [g.name for g in groups]:
-                group = next(g for g in conv_coupled_groups(model) if g.name == name)
-                model = shrink(model, {name: self.keep_scores(group_l1(model, group), name)})
+            for step, name in enumerate(g.name for g in groups):
+                graph = graph if step == 0 else analyze(model)
+                group = next(g for g in conv_coupled_groups(model, graph) if g.name == name)
+                model = shrink(model, {name: self.keep_scores(group_l1(model, group), name)},
+                               graph)
         if not self.epochs:
             return model
         return finetune(self, model, data, finetune_recipe(self, data))

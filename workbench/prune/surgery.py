@@ -36,7 +36,7 @@ from ..codec import plain_state_dict
 from ..hooks import layer_io
 from ..models.groups import ChannelGroup
 from ..train import seeded
-from .dependency import CoupledGroup, analyze
+from .dependency import ChannelGraph, CoupledGroup, analyze
 from .slim import shrink_traced
 
 __all__ = ["ChannelGroup", "CoupledGroup", "channel_groups", "layer_io", "rebuild", "shrink",
@@ -85,19 +85,21 @@ def checked_index(name: str, index, width: int) -> torch.Tensor:
     return index
 
 
-def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
+def shrink(model: nn.Module, keep: dict[str, torch.Tensor],
+           graph: ChannelGraph | None = None) -> nn.Module:
     """A new, smaller network keeping, for each group named in ``keep``, those channels.
 
     ``keep`` maps a group's name (its first producer) to the indices of the channels (the
     classes of a coupled group) that stay. Masks and parametrizations of resized layers are
-    folded in; the input model is untouched.
+    folded in; the input model is untouched. ``graph``: ``dependency.analyze(model)`` if the
+    caller has it already, so that the network is not traced again.
     """
     declared = {g.name: g for g in channel_groups(model)}
     # the config describes the network only while none of its layers was resized already
     resized = any(type(m).__name__.startswith("Slim") for m in model.modules())
     if keep and set(keep) <= set(declared) and not resized:
         return _shrink_by_config(model, keep, declared)
-    graph = analyze(model)
+    graph = graph if graph is not None else analyze(model)
     groups = {g.name: g for g in graph.groups}
     unknown = set(keep) - set(groups)
     if unknown:
