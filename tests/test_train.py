@@ -220,3 +220,60 @@ def test_a_state_saved_with_another_recipe_is_not_resumed(mnist_train_small, tmp
     history = train.fit(model, mnist_train_small, Recipe(**{**QUICK, "epochs": 1, "lr": 0.02}),
                         progress=False, resume=state)
     assert len(history) == 1 and "another recipe" in capsys.readouterr().err
+
+
+class BatchSizes(Hook):
+    """The number of examples each training step sees."""
+
+    def __init__(self):
+        self.seen = []
+
+    def loss(self, model, x, y, logits, loss):
+        self.seen.append(len(y))
+        return loss
+
+
+def mlp(batch_norm: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    norm = [torch.nn.BatchNorm1d(16)] if batch_norm else []
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), *norm,
+                               torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+
+def one_cycle_lr_at_the_end(lr: float, total: int) -> float:
+    """The learning rate after ``total`` steps of a OneCycle schedule of ``total`` steps
+    (set up as fit does)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total,
+                                                   pct_start=max(0.25, 2 / total))
+    for _ in range(total):
+        optimizer.step()
+        schedule.step()
+    return optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_a_last_batch_of_one_is_left_out_only_with_batch_norm(mnist_train_small, batch_norm):
+    """65 examples in batches of 32: the last batch holds one, on which BatchNorm1d in
+    training mode raises; a network with BatchNorm skips it, and its schedule counts only the
+    steps it takes; one without trains on it as before."""
+    data = mnist_train_small.subset(65, seed=1)
+    model, counter = mlp(batch_norm), BatchSizes()
+    if batch_norm:
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            model.train()(data.tensors()[0][:1])            # what PyTorch does with one
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    recipe = Recipe(epochs=2, lr=0.05, batch_size=32, seed=3)
+    train.fit(model, data, recipe, hooks=[counter], optimizer=optimizer, progress=False)
+    assert counter.seen == ([32, 32] * 2 if batch_norm else [32, 32, 1] * 2)
+    assert train.steps_per_epoch(model, data, 32) == (2 if batch_norm else 3)
+    steps = len(counter.seen)
+    assert optimizer.param_groups[0]["lr"] == one_cycle_lr_at_the_end(0.05, steps)
+    assert one_cycle_lr_at_the_end(0.05, steps) != one_cycle_lr_at_the_end(0.05, steps + 2)
+
+
+def test_one_example_cannot_train_a_network_with_batch_norm(mnist_train_small):
+    one = mnist_train_small.subset(1)
+    with pytest.raises(ValueError, match="train has 1 example"):
+        train.fit(mlp(True), one, Recipe(epochs=1, batch_size=32), progress=False)
+    assert len(train.fit(mlp(False), one, Recipe(epochs=1, batch_size=32), progress=False)) == 1

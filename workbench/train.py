@@ -11,6 +11,7 @@ caller's back after, so a method is deterministic without reseeding anybody's RN
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -124,6 +125,13 @@ def fit(model: torch.nn.Module, train: Dataset, recipe: Recipe | None = None,
     history) is saved after every epoch; a run started again with the same file and recipe
     continues after the last saved epoch and ends as the uninterrupted run would. Long zoo
     trainings use it: a session that stops loses at most one epoch.
+
+    A network with BatchNorm cannot train on a batch of one example (in training mode, a
+    BatchNorm1d, or a BatchNorm2d on 1 x 1 maps, has one value per channel to normalize, and
+    PyTorch raises "Expected more than 1 value per channel"): when ``len(train)`` is one more
+    than a multiple of the batch size, such a network leaves the last batch of one out of each
+    epoch (a different example each epoch, as the order is shuffled) and its learning-rate
+    schedule counts one step fewer per epoch. A training set of one example is an error.
     """
     recipe = recipe or Recipe()
     progress = progress and not is_quiet()
@@ -171,19 +179,37 @@ def _save_state(path: Path, recipe: Recipe, model, optimizer, scheduler, history
     os.replace(tmp, path)
 
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+def steps_per_epoch(model: torch.nn.Module, train: Dataset, batch_size: int) -> int:
+    """The batches ``fit`` trains on per epoch: all, but a last batch of one example when the
+    network has BatchNorm (see ``fit``)."""
+    steps = train.batches(batch_size)
+    if len(train) % batch_size == 1 and any(isinstance(m, BATCH_NORMS)
+                                            for m in model.modules()):
+        steps -= 1
+        if steps == 0:
+            raise ValueError(f"fit: train has {len(train)} example and "
+                             f"{type(model).__name__} has BatchNorm, which cannot normalize "
+                             f"one value per channel; allowed is a training set of 2 or more")
+    return steps
+
+
 def _fit(model, train, recipe, hooks, test, progress, optimizer, resume) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                     weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-    scheduler = _scheduler(optimizer, recipe, train.batches(recipe.batch_size))
+    steps = steps_per_epoch(model, train, recipe.batch_size)
+    scheduler = _scheduler(optimizer, recipe, steps)
     history = _restore(resume, recipe, model, optimizer, scheduler)
     started = time.perf_counter() - saved_seconds(resume, recipe)
     for epoch in range(len(history), recipe.epochs):
         model.train()
         batches = train.loader(recipe.batch_size, shuffle=True, seed=recipe.seed * 1000 + epoch,
                                augment=recipe.augment)
-        bar = tqdm(batches, total=train.batches(recipe.batch_size), disable=not progress,
+        bar = tqdm(itertools.islice(batches, steps), total=steps, disable=not progress,
                    desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False)
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in bar:
