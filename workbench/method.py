@@ -262,7 +262,14 @@ class TrainingMethod(TrainingBase):
 def derived_seed(seed: int, part: int) -> int:
     """The seed of part ``part`` (a round, a copy) of a run seeded with ``seed``: ``seed *
     1000 + part``, kept below 2**32 (numpy's and torch's loaders refuse more), so a seed
-    anywhere in its allowed range works and every realistic seed keeps its old streams."""
+    anywhere in its allowed range works and every realistic seed keeps its old streams.
+
+    The reduction modulo 2**32 makes distinct (seed, part) pairs collide: 1000 * 2**29 is a
+    multiple of 2**32, so seeds 2**29 apart give every part the same seed (and a part of 1000
+    or more meets the next seed's parts, modulo or not). That is acceptable because a
+    collision only makes two runs share a random stream: each run stays deterministic and
+    correct, and the seeds people choose (0, 1, 42, a date) lie far closer together than
+    2**29, while the parts are rounds or workers, far fewer than 1000."""
     return (seed * 1000 + part) % (1 << 32)
 
 
