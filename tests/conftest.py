@@ -150,3 +150,23 @@ def untrained(name: str, seed: int = 0, randomize_bn: bool = True) -> torch.nn.M
 def sample_input(model: torch.nn.Module, n: int = 4, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *model.input_shape, generator=g)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of an empty database on a PostgreSQL server started for this test session.
+
+    ``postgresql+psycopg2://postgres@127.0.0.1:PORT/workbench``: SQLAlchemy and
+    ``optuna.storages.RDBStorage`` open it as is (``postgres_server.libpq_dsn`` gives the form
+    ``psycopg2.connect`` takes). Each pytest-xdist worker starts its own server
+    (own temporary folder and port), stopped and deleted when the session ends; tests sharing a
+    worker share the database, so give each study its own name. Skips when PostgreSQL or
+    psycopg2 is not installed; fails, with the server log, when it is installed but broken.
+    """
+    from postgres_server import missing_reason, running_server
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_server() as server:
+        yield server.url
