@@ -207,6 +207,8 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     store = Cache(out / "cells" if cache else None)
     test_images = 1000 if smoke else None
+    for dataset in ("mnist", "cifar10"):    # a missing data file fails before any work
+        test_set(dataset, test_images)
     zoo_table, base_reports, zoo_counts = zoo_rows(test_images, not smoke, store)
     methods_table, counts = method_rows(base_reports, smoke, all_models, methods, overrides,
                                         test_images, latency=not smoke, cache=store,
