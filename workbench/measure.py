@@ -41,6 +41,9 @@
   takes those figures from it and counts nothing inside it; its ``macs`` and
   ``effective_macs`` come from its ``mac_counts`` (which a module with ``ops`` must have: the
   MACs of the float layers it computes), else from the Conv2d / Linear count if it is one;
+- energy per inference (``energy_uj``, split into memory and arithmetic) is ``cost.Energy``'s
+  estimate from a 45 nm per-operation table (``workbench.cost`` says what it charges); the
+  layer rows of ``report`` carry what it needs (each weight's format in the file, int8 or not);
 - latency is the warm median of ``torch.utils.benchmark`` at a stated batch size and thread
   count, measured on the decoded file (what would be deployed), with the machine's load beside
   it; how much faster one network runs than another is measured by timing the two interleaved,
@@ -56,8 +59,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import codec
-from . import timing
+from . import codec, cost, timing
 from .codec.binary import weight_structure
 from .data import Dataset
 from .train import evaluate
@@ -239,6 +241,12 @@ class Report:
     latency_ms_b64: float | None = None
     latency_iqr_ms_b1: float | None = None
     latency_iqr_ms_b64: float | None = None
+    # one inference's energy (microjoules), memory and arithmetic, and whether the file fits
+    # in the on-chip SRAM: ``cost.Energy()`` at its defaults (``cost.energy`` for others)
+    energy_uj: float | None = None
+    energy_memory_uj: float | None = None
+    energy_compute_uj: float | None = None
+    weights_on_chip: bool | None = None
     threads: int = field(default_factory=torch.get_num_threads)
     load_avg: float | None = None
     test_images: int | None = None
@@ -272,6 +280,8 @@ class Report:
         # by the Bi-Real / ReActNet count (binary_ops / 64 + float_macs), for low-bit networks
         ops = {"ops_x": ratio(self.ops, base.ops if base.ops is not None else base.macs)} \
             if self.has_low_bit_ops else {}
+        if self.energy_uj is not None and base.energy_uj is not None:
+            ops["energy_x"] = ratio(self.energy_uj, base.energy_uj)
         return {"name": f"{self.name} vs {base.name}",
                 "accuracy_change": None if self.accuracy is None or base.accuracy is None
                 else round(self.accuracy - base.accuracy, 4),
@@ -310,7 +320,8 @@ def report(model: nn.Module, data: Dataset | None = None, name: str | None = Non
     sample = None
     if data is not None and _inputs_matter(model):
         sample = data.subset(min(PRECISION_IMAGES, len(data))).tensors()[0]
-    layers = layer_table(model, shape, sample)
+    layers = cost.annotate(layer_table(model, shape, sample), model, codec.read_header(blob))
+    bill = cost.Energy().bill(layers, len(blob))
     params, nonzeros = count_params(model)
     ms = lambda b, key: round(getattr(times[b], key), 4) if b in times else None
     return Report(
@@ -323,33 +334,29 @@ def report(model: nn.Module, data: Dataset | None = None, name: str | None = Non
         ops=sum(r["binary_ops"] for r in layers) / 64 + sum(r["float_macs"] for r in layers),
         latency_ms_b1=ms(1, "median_ms"), latency_ms_b64=ms(64, "median_ms"),
         latency_iqr_ms_b1=ms(1, "iqr_ms"), latency_iqr_ms_b64=ms(64, "iqr_ms"),
+        energy_uj=bill.energy_uj, energy_memory_uj=bill.memory_uj,
+        energy_compute_uj=bill.compute_uj, weights_on_chip=bill.on_chip,
         threads=threads, load_avg=times[64].load_avg if times else None,
         test_images=None if data is None else len(data),
         layers=layers, latency_vs=paired)
 
 
-# Energy of one 32-bit operation in a 45 nm process, in picojoules: Horowitz, "Computing's
-# energy problem", ISSCC 2014, as tabulated by Han et al. 2015 (Table 1 / Figure 1).
-ENERGY_PJ_45NM = {
-    "int_add": 0.1, "float_add": 0.9, "register": 1.0, "int_mult": 3.1,
-    "float_mult": 3.7, "sram": 5.0, "dram": 640.0,
-}
+# Kept for lessons 00 and 03, which quote them, until they use ``cost.energy``: names only,
+# the figures and the model are ``workbench.cost``'s (one source of truth).
+ENERGY_PJ_45NM = {"float_mult": cost.FLOAT32_MULT_PJ, "float_add": cost.FLOAT32_ADD_PJ,
+                  "sram": cost.SRAM_READ_PJ, "dram": cost.DRAM_READ_PJ}
 
 
 def energy_estimate(r: Report, memory: str = "dram") -> dict:
-    """A rough energy bill (microjoules) of one fp32 inference, memory beside arithmetic.
-
-    Assumptions, stated because they matter: every nonzero weight is read once from
-    ``memory`` ("dram" or "sram") as a 32-bit word (no reuse across images); every effective
-    MAC is one float multiply and one float add; activations and indices are ignored.
-    """
+    """``cost.energy`` of report ``r`` with its file forced into ``memory`` ("dram": no
+    on-chip SRAM; "sram": an SRAM as large as the file), as a dict: memory_uj, compute_uj,
+    memory_over_compute. Prefer ``cost.energy(r, sram_bytes=...)``."""
     if memory not in ("dram", "sram"):
-        raise ValueError(f"memory={memory!r}; allowed: 'dram', 'sram'")
-    memory_uj = r.nonzeros * ENERGY_PJ_45NM[memory] / 1e6
-    compute_uj = r.effective_macs * (ENERGY_PJ_45NM["float_mult"]
-                                     + ENERGY_PJ_45NM["float_add"]) / 1e6
-    return {"memory": memory, "memory_uj": memory_uj, "compute_uj": compute_uj,
-            "memory_over_compute": memory_uj / compute_uj if compute_uj else None}
+        raise ValueError(f"energy_estimate memory={memory!r}: allowed is 'dram' or 'sram'")
+    bill = cost.energy(r, sram_bytes=0 if memory == "dram" else r.bytes)
+    return {"memory": memory, "memory_uj": bill.memory_uj, "compute_uj": bill.compute_uj,
+            "memory_over_compute": bill.memory_uj / bill.compute_uj if bill.compute_uj
+            else None}
 
 
 def _cell(value) -> str:

@@ -56,6 +56,21 @@ EFFECTS = {
 # ------------------------------------------------------------------ the contract
 
 
+def check_fields(obj) -> None:
+    """Check (and normalize) every field of the dataclass ``obj`` against its domain; a
+    refused value is a ValueError "Class.field=value: allowed is ..."."""
+    for f in fields(obj):
+        domain = domain_of(type(obj), f.name)
+        if domain is None:
+            continue
+        value = getattr(obj, f.name)
+        try:
+            setattr(obj, f.name, domain.check(value))
+        except Invalid as err:
+            detail = str(err) or f"allowed is {domain.describe()}"
+            raise ValueError(f"{type(obj).__name__}.{f.name}={value!r}: {detail}") from None
+
+
 @dataclass
 class Method:
     id: ClassVar[str] = ""
@@ -71,17 +86,7 @@ class Method:
     requires: ClassVar[str] = "Conv2d or Linear layers"
 
     def __post_init__(self):
-        for f in fields(self):
-            domain = domain_of(type(self), f.name)
-            if domain is None:
-                continue
-            value = getattr(self, f.name)
-            try:
-                setattr(self, f.name, domain.check(value))
-            except Invalid as err:
-                detail = str(err) or f"allowed is {domain.describe()}"
-                raise ValueError(f"{type(self).__name__}.{f.name}={value!r}: {detail}") \
-                    from None
+        check_fields(self)
         self.validate()
 
     def validate(self) -> None:
