@@ -95,7 +95,9 @@ def _wrong_types(domain) -> st.SearchStrategy:
         options.append(st.text(max_size=5))
     if not isinstance(domain, (Seq, Mapping)):
         options.append(st.lists(st.integers(0, 3), max_size=2))
-    if not isinstance(domain, (Seq, Mapping)) and type(domain).__name__ != "Settings":
+    # a method's settings (a pipeline step's, a search's fixed knobs and space) are dicts
+    if not isinstance(domain, (Seq, Mapping)) and type(domain).__name__ not in (
+            "Settings", "FlatSettings", "SpaceSpec"):
         options.append(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
     if not isinstance(domain, Flag):
         options.append(st.booleans())

@@ -129,6 +129,11 @@ def _survey(args) -> None:
                 workers=args.jobs, cache=not args.no_cache)
 
 
+def _search(args) -> None:
+    from .search import command
+    command.main(args)
+
+
 def main(argv=None) -> None:
     parser = Parser(prog=PROG)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +178,35 @@ def main(argv=None) -> None:
                                  "deep_compression_MODEL.wbnc; none with --smoke)")
     p.add_argument("--json", help="also write the tables as JSON to this path")
     p.set_defaults(run=_reproduce)
+
+    p = sub.add_parser("search", help="search a method's settings with Optuna (Pareto front)")
+    p.add_argument("method_id", metavar="METHOD_ID", help="the method searched, e.g. "
+                   "prune.magnitude, pipeline.hybrid, pipeline.deep_compression")
+    p.add_argument("--model", required=True, help="a zoo network, e.g. lenet300")
+    p.add_argument("--sampler", default="tpe", choices=["random", "grid", "tpe", "hyperband"])
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--objectives", nargs="+", metavar="NAME",
+                   help="accuracy bytes macs latency energy (default: accuracy bytes; hyperband: "
+                        "accuracy at --budget)")
+    p.add_argument("--budget", type=float, help="the largest file allowed, as a share of the "
+                   "dense file (e.g. 0.0166: 60x smaller)")
+    p.add_argument("--set", nargs="+", metavar="KNOB=VALUE", help="settings held fixed")
+    p.add_argument("--space", nargs="+", metavar="KNOB=RANGE",
+                   help="knobs searched, e.g. sparsity='(0.5, 0.99)' k='[4, 8, 16]' (default: "
+                        "the method's sliders)")
+    p.add_argument("--eval-images", type=int, help="validation images held out of the "
+                   "training set (default 5000; 200 with --smoke)")
+    p.add_argument("--out", default="search", help="folder for study.journal and pareto.png")
+    p.add_argument("--storage", help="a journal file or a database URL (postgresql://...)")
+    p.add_argument("--study", help="the study's name (default METHOD_ID-MODEL-SAMPLER)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    group.add_argument("--worker", type=int, metavar="K",
+                       help="worker K of several on one study (creates or joins it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="small subsets of the data")
+    p.add_argument("--json", help="also write trials and front as JSON to this path")
+    p.set_defaults(run=_search)
 
     args = parser.parse_args(argv)
     if args.command == "zoo" and args.action == "train" and not args.names:

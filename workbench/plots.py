@@ -361,6 +361,32 @@ def architecture_map(axes, rows: list[dict], references=("vgg_small", "resnet20"
     right.set_yscale("log")
 
 
+def pareto_plot(trials: list[dict], front: list[dict], base: dict | None = None,
+                references: list[dict] = (), title: str = "", ax=None):
+    """Accuracy against file bytes of a search: every complete trial (validation accuracy),
+    the Pareto front (its test accuracy, measured after the search), the uncompressed network
+    and published points (dicts with bytes, accuracy, label). Returns the figure."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.2))
+    done = [t for t in trials if t.get("state") == "complete"]
+    ax.scatter([t["bytes"] for t in done], [t["accuracy"] for t in done], s=14, c="0.6",
+               label="trials (validation accuracy)")
+    if front:
+        ax.plot([p["bytes"] for p in front], [p["test_accuracy"] for p in front], "o-",
+                c="C0", label="Pareto front (test accuracy)")
+    if base:
+        ax.scatter([base["bytes"]], [base["accuracy"]], marker="s", c="k", label="zoo base")
+    for ref in references:
+        ax.scatter([ref["bytes"]], [ref["accuracy"]], marker="*", s=120, c="C3",
+                   label=ref["label"])
+    ax.set_xscale("log")
+    ax.set_xlabel("file bytes (log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
 def _nothing(ax, text: str):
     ax.text(0.5, 0.5, text, ha="center", transform=ax.transAxes)
     ax.set_axis_off()
