@@ -20,7 +20,7 @@ from dataclasses import asdict, fields
 from functools import lru_cache
 from pathlib import Path
 
-from . import (IMPLEMENTED, METHODS, catalogue, cells, codec, data, survey_report,
+from . import (IMPLEMENTED, METHODS, catalogue, cells, codec, data, papers, survey_report,
                timing, zoo)
 from .cells import Cache, canonical
 from .measure import Report, input_shape_of, report, shipped
@@ -138,7 +138,8 @@ def compute_method(job: dict) -> dict:
            "effective_macs_x": ratios["effective_macs_x"],
            "bits_per_weight": method.bits_per_weight(), "latency_b64": None,
            "latency_vs_base": {}, "seconds": seconds,
-           "paper_target": catalogue.by_id(job["method"]).paper_target}
+           "paper_target": catalogue.by_id(job["method"]).paper_target,
+           "paper": papers.as_dict(job["method"])}
     return {"row": row, "file": codec.encode(compressed) if job["latency"] else None}
 
 

@@ -2,6 +2,7 @@
 
 One section per family in the catalogue's order, each opened by a sentence on what the family
 does; accuracy in percent beside the base network's; ratios as "x smaller / fewer / faster";
+ours beside the paper's published figure in the paper's units (``workbench.papers``);
 each method's settings folded away in the HTML (and in ``survey.json``). Figures: per zoo
 network, accuracy against real bytes of every method; measured speed-up against the ratio of
 MACs, with the diagonal; accuracy lost against bits per weight; the magnitude sweep.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import matplotlib
 
-from . import catalogue
+from . import catalogue, papers
 from .measure import _cell, format_table, html_table
 
 
@@ -27,7 +28,7 @@ def method_display(row: dict) -> dict:
             "x fewer nonzeros": row["nonzeros_x"], "x smaller file": row["bytes_x"],
             "x fewer MACs": row["effective_macs_x"],
             "x faster (b64)": row["latency_b64"], "bits/weight": row.get("bits_per_weight"),
-            "paper": row["paper_target"] or "(no published figure)"}
+            "ours | paper": papers.compare(row)}
 
 
 def family_sections(methods: list[dict]) -> list[tuple[str, str, list[dict]]]:
@@ -80,12 +81,18 @@ def markdown(head: list[tuple[str, str, list[dict]]], families, tail, figures) -
         parts.append(f"## {title}\n\n{text}\n\n{format_table(rows)}")
     for title, text, rows in families:
         parts.append(f"## {title}\n\n{text}\n\n"
-                     f"{format_table([method_display(r) for r in rows])}")
+                     f"{format_table([_markdown_cells(method_display(r)) for r in rows])}")
     for title, text, rows in tail:
         parts.append(f"## {title}\n\n{text}\n\n{format_table(rows)}")
     parts.append("## Figures\n\n" + "\n".join(f"![{name}]({path.name})"
                                                 for name, path in figures.items()))
     return "\n\n".join(parts) + "\n"
+
+
+def _markdown_cells(display: dict) -> dict:
+    """The row with "|" escaped, which would otherwise split a Markdown cell ("ours | paper")."""
+    escape = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v
+    return {escape(k): escape(v) for k, v in display.items()}
 
 
 def _method_html(rows: list[dict]) -> str:
