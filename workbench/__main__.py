@@ -66,7 +66,7 @@ def _zoo(args) -> None:
 
 def _bench(args) -> None:
     from . import bench
-    rows = bench.run(args.target, smoke=args.smoke)
+    rows = bench.run(args.target, smoke=args.smoke, browser=args.browser)
     from .measure import format_table
     for columns in _same_columns(rows):
         print(format_table(columns))
@@ -168,6 +168,8 @@ def main(argv=None) -> None:
     p.add_argument("target", help="widgets | pruning | a single module, e.g. pruning_dns")
     p.add_argument("--smoke", action="store_true", help="fewer repetitions")
     p.add_argument("--json", help="also write the rows as JSON to this path")
+    p.add_argument("--browser", action="store_true",
+                   help="widgets: moved in a real browser (JupyterLab + Chromium), p95 per lesson")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("reproduce", help="a paper's tables with our figures beside them")
