@@ -108,3 +108,19 @@ def test_cells_in_two_processes_give_the_results_of_one(tmp_path):
 
 def _square(job):            # module level: sent to worker processes
     return job["value"] ** 2
+
+
+def test_a_failing_cell_is_named_and_the_others_are_kept(tmp_path):
+    jobs = [{"kind": "test", "value": v} for v in (1, 2, -1, 3)]
+    cache = cells.Cache(tmp_path)
+    with pytest.raises(RuntimeError, match=r'cells: the cell .*"value": -1.* failed: '
+                                           r'ValueError: negative'):
+        cells.run(jobs, _root, cache)
+    # the cells computed before the failure are kept; the failed one and those after are not
+    assert [cache.get(cells.cell_key(j)) for j in jobs] == [1, 4, None, None]
+
+
+def _root(job):
+    if job["value"] < 0:
+        raise ValueError("negative")
+    return job["value"] ** 2

@@ -6,7 +6,9 @@ under a key made of:
 
 - the cell's own parts: which method, its settings, which network, the data subset;
 - the network's checkpoint checksum (the zoo manifest's sha256);
-- the workbench version: ``__version__`` and a digest of the package's source files.
+- the workbench version: ``__version__`` and a digest of the package's source files;
+- for a cell that times networks, the machine (``machine()``): a timing is reused only on
+  the machine, core count and torch version that measured it.
 
 Why the source digest: the result of a cell goes through the codec, the trainer and the
 measurements as well as the method's own module, so after any edit to the library every
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,6 +47,12 @@ def code_version() -> str:
         digest.update(str(path.relative_to(PACKAGE)).encode())
         digest.update(path.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def machine() -> dict:
+    """What a timing depends on beyond the code: this machine, its cores, torch's version.
+    Cells that time networks carry it, so that their timings are reused only here."""
+    return {"node": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__}
 
 
 def canonical(value):
@@ -110,28 +119,54 @@ def run(jobs: list[dict], compute, cache: Cache, workers: int = 1, finish=None,
     worker processes). ``finish(job, result)``, if given, turns a computed result into the one
     kept; it runs in this process, one cell after another, once every worker has stopped
     (the survey times networks there, on a machine with nothing else running). Returns the
-    results in the order of ``jobs`` and the counts ``{"computed": n, "cached": m}``."""
+    results in the order of ``jobs`` and the counts ``{"computed": n, "cached": m}``.
+
+    When a cell fails, the cells not started are cancelled, those already computed are still
+    finished and kept, and a RuntimeError names the failed cell (its cause chained)."""
     if workers < 1:
         raise ValueError(f"workers={workers}; allowed: 1 or more")
     keys = [cell_key(job) for job in jobs]
     results = [cache.get(k) for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]
+    done, failure = [], None
     with tqdm(total=len(todo), desc=label, file=sys.stderr, disable=not todo) as bar:
-        for i, result in _computed(jobs, todo, compute, workers):
-            results[i] = result
-            bar.update()
-    for i in todo:
-        if finish is not None:
+        try:
+            for i, result in _computed(jobs, todo, compute, workers):
+                results[i] = result
+                done.append(i)
+                if finish is None:      # kept at once: a later failure loses nothing
+                    cache.put(keys[i], jobs[i], result)
+                bar.update()
+        except CellFailed as err:
+            failure = err
+    if finish is not None:
+        for i in done:
             results[i] = finish(jobs[i], results[i])
-        cache.put(keys[i], jobs[i], results[i])
+            cache.put(keys[i], jobs[i], results[i])
+    if failure is not None:
+        job = {k: v for k, v in jobs[failure.index].items() if not k.startswith("_")}
+        raise RuntimeError(f"{label}: the cell {json.dumps(canonical(job))} failed: "
+                           f"{type(failure.cause).__name__}: {failure.cause}") \
+            from failure.cause
     return results, {"computed": len(todo), "cached": len(jobs) - len(todo)}
 
 
+class CellFailed(Exception):
+    def __init__(self, index: int, cause: BaseException):
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
 def _computed(jobs, todo, compute, workers):
-    """(index, result) of each job in ``todo``, as they finish."""
+    """(index, result) of each job in ``todo``, as they finish; CellFailed on the first
+    failure, after cancelling the cells not started."""
     if workers == 1 or len(todo) < 2:
         for i in todo:
-            yield i, compute(jobs[i])
+            try:
+                result = compute(jobs[i])
+            except Exception as err:
+                raise CellFailed(i, err) from err
+            yield i, result
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = torch.multiprocessing.get_context("spawn")
@@ -139,4 +174,9 @@ def _computed(jobs, todo, compute, workers):
                              mp_context=context) as pool:
         futures = {pool.submit(compute, jobs[i]): i for i in todo}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            try:
+                result = future.result()
+            except Exception as err:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise CellFailed(futures[future], err) from err
+            yield futures[future], result

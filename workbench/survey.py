@@ -9,7 +9,9 @@ settings, fewer sweep points and no latency.
 
 Latency is timed on ``THREADS`` thread(s), warm, after every cell has been computed; a
 method's speed-up is measured by timing its network (as shipped: decoded from its file) and
-its base interleaved (``workbench.timing.compare``) and shown with the interquartile range of the per-pair ratios, or as "no measurable change".
+its base interleaved (``workbench.timing.compare``) and shown with the interquartile range of
+the per-pair ratios, or as "no measurable change". A cached timing is reused only on the
+machine that measured it (``cells.machine``).
 """
 from __future__ import annotations
 
@@ -35,14 +37,15 @@ def available_models() -> list[str]:
 
 @lru_cache(maxsize=4)
 def test_set(dataset: str, images: int | None):
-    """The official test split, or its first ``images`` of a fixed shuffle (smoke runs)."""
+    """The official test split, or a fixed random subset of ``images`` (smoke runs)."""
     test = data.load(dataset, "test")
     return test if images is None else test.subset(images, seed=0)
 
 
 def zoo_job(name: str, test_images: int | None, latency: bool) -> dict:
     return {"kind": "zoo", "model": name, "sha256": zoo.manifest()[name]["sha256"],
-            "test_images": test_images, "latency": latency, "threads": THREADS}
+            "test_images": test_images, "latency": latency, "threads": THREADS,
+            "machine": cells.machine() if latency else None}
 
 
 def compute_zoo(job: dict) -> dict:
@@ -108,6 +111,7 @@ def method_jobs(base_reports: dict, smoke: bool, all_models: bool = False, ids=N
                          "overrides": overrides.get(method_id, {}), "smoke": smoke,
                          "model": name, "sha256": zoo.manifest()[name]["sha256"],
                          "test_images": test_images, "latency": latency, "threads": THREADS,
+                         "machine": cells.machine() if latency else None,
                          "_base": {k: v for k, v in asdict(base_reports[name]).items()
                                    if k not in ("layers", "latency_vs")}})
     return jobs
@@ -200,6 +204,8 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     compute the cells; ``cache``: reuse the cells kept in ``out_dir/cells`` (module
     ``workbench.cells``) and keep the new ones there."""
     chosen_methods(methods)       # a mistyped id fails before any work
+    if workers < 1:
+        raise ValueError(f"survey workers={workers}; allowed: 1 or more")
     for method_id, settings in (overrides or {}).items():
         chosen_methods([method_id])
         make_method(method_id, smoke, settings)     # a bad setting fails before any work too
