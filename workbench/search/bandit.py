@@ -87,8 +87,8 @@ class BanditSearch(BayesSearch):
                              "is ('accuracy',): Optuna cannot prune multi-objective trials; "
                              "the bytes are the constraint byte_budget")
         if self.byte_budget is None:
-            raise ValueError(f"{type(self).__name__}.byte_budget=None: allowed is a budget "
-                             "(bytes, or a share <= 1 of the input's file)")
+            raise ValueError(f"{type(self).__name__}.byte_budget=None: allowed is a share "
+                             "of the input network's file, in (0, 1]")
 
     def pruner(self):
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto",

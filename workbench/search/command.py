@@ -41,7 +41,8 @@ def trial_rows(study) -> list[dict]:
         rows.append({"trial": t.number, "worker": t.user_attrs.get("worker"),
                      "state": t.state.name.lower(), **t.params,
                      **{k: t.user_attrs.get(k) for k in ("accuracy", "bytes", "macs",
-                                                         "latency") if k in t.user_attrs},
+                                                         "latency", "energy")
+                        if k in t.user_attrs},
                      "on_front": False})
     front = {t.number for t in pareto(study)}
     for row in rows:

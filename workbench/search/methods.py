@@ -7,8 +7,9 @@ the bandit, TPE with a ``HyperbandPruner`` (Li et al. 2018) that stops weak tria
 Selection never sees the test set: ``apply(model, data)`` splits the training data it is given
 into ``eval_images`` validation images (a seeded random draw) and the rest, on which the
 searched method trains (if it trains); trials are measured on the validation images. The
-network returned is the best complete trial by the first objective among those whose file
-meets ``byte_budget``, re-applied from its settings (methods are deterministic) and checked to
+network returned is, among the complete trials whose file meets ``byte_budget``, the smallest
+file within ``tolerance`` of the best validation accuracy (or the best by the objectives in
+order when accuracy is not the first), re-applied from its settings (methods are deterministic) and checked to
 have the bytes the study recorded.
 
 Several objectives make a multi-objective study (its Pareto front is ``study.best_trials``).
@@ -109,6 +110,9 @@ class Search(Method):
     objectives: tuple = knob(("accuracy", "bytes"), Objectives())
     # the largest file allowed, as a share of the input network's file (1/60: 60x smaller)
     byte_budget: float | None = knob(None, Optional(Real(1e-6, 1.0)))
+    # validation accuracy (a fraction) the returned network may give up for a smaller file:
+    # without it, one more right image would beat a file ten times smaller
+    tolerance: float = knob(0.01, Real(0.0, 1.0))
     eval_images: int = knob(1000, Int(1, 1_000_000))
     seed: int = knob(0, Int(0, 2**31 - 1))
 
@@ -214,12 +218,18 @@ class Search(Method):
         return [found[o] for o in self.objectives], out
 
     def best(self, study, budget: float):
-        """The complete trial best by the first objective among those within budget."""
+        """The trial returned, among the complete ones within budget: when accuracy is the
+        first objective, the smallest file within ``tolerance`` of the best accuracy;
+        otherwise the best by the objectives in order (the first of equals)."""
         within = [t for t in finished(study) if t.user_attrs["bytes"] <= budget]
         if not within:
             raise ValueError(f"{type(self).__name__}.byte_budget={self.byte_budget!r}: no "
                              f"trial's file fits {budget:.0f} bytes; allowed is a larger "
                              "budget, more trials or another space")
+        if self.objectives[0] == "accuracy":
+            top = max(t.values[0] for t in within)
+            close = [t for t in within if t.values[0] >= top - self.tolerance]
+            return min(close, key=lambda t: (t.user_attrs["bytes"], -t.values[0], t.number))
         best = within[0]
         for t in within[1:]:        # the first of equals, as ``better`` keeps it
             best = t if self.better(t.values, best.values) else best
