@@ -224,9 +224,10 @@ def running_server() -> Iterator[Server]:
     root = _make_root()
     try:
         _initdb(bindir, root)
-        port = _start(bindir, root)
-        server = Server(bindir=bindir, root=root, port=port, version=_server_version(bindir))
-        try:
+        try:    # from here a server may be up, even half up after a failed start: stop it
+            port = _start(bindir, root)
+            server = Server(bindir=bindir, root=root, port=port,
+                            version=_server_version(bindir))
             server.create_database(DATABASE)
             yield server
         finally:

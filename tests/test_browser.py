@@ -63,17 +63,15 @@ def assert_plot_complete(widget, where: str, save: Path):
     vertical, horizontal = long_dark_lines(png)
     # two panels side by side: a left and a right spine each; the top and bottom spines of the
     # two share their rows
-    assert vertical >= 4 and horizontal >= 2, (f"{where}: the figure ({save}) shows {vertical} "
-                                               f"vertical and {horizontal} horizontal axis lines")
+    if vertical < 4 or horizontal < 2:
+        # explore() sometimes sends its figure incomplete (only the histogram, no axes): the
+        # bug of the open lesson issue, until the widget updates its figure in place. Only
+        # this check is excused; every other one (table, slider, size) still fails the test.
+        pytest.xfail(f"{where}: the figure ({save}) shows {vertical} vertical and "
+                     f"{horizontal} horizontal axis lines: explore() sent an incomplete plot")
     return box
 
 
-# The widget's figure sometimes comes back incomplete (only the histogram, no axes), as issue
-# 16 reports: seen here in 3 of 4 runs on the first plot. Until explore() updates its figure in
-# place (that issue's fix), this test is expected to fail on that check; it still fails for
-# anything else (a server that does not start, a cell that raises: not AssertionError).
-@pytest.mark.xfail(raises=AssertionError, strict=False,
-                   reason="issue 16: explore()'s plot is sometimes sent incomplete")
 def test_lesson00_sparsity_slider_updates_table_and_plot(tmp_path):
     if "lenet300" not in zoo.manifest():
         pytest.skip("no lenet300 checkpoint: python -m workbench zoo train lenet300")

@@ -63,11 +63,16 @@ def time_moves(lesson: str, label: str, moves: int, smoke: bool) -> list[browser
                 raise RuntimeError(f"{lesson}: a cell raised:\n{errors[0]}")
             widget, handle = browser.find_slider(page, label)
             widget.scroll_into_view_if_needed()
-            out, keys = [], ["ArrowRight", "ArrowLeft"]
+            out, keys, turns = [], ["ArrowRight", "ArrowLeft"], 0
             while len(out) < moves:
                 try:
                     out.append(browser.move(page, widget, handle, keys[0], timeout=120))
+                    turns = 0
                 except ValueError:          # the slider is at its end: go the other way
+                    turns += 1
+                    if turns > 2:           # stuck both ways: not an end, a broken widget
+                        raise RuntimeError(f"{lesson}: the '{label}' slider moves neither "
+                                           "way") from None
                     keys.reverse()
             return out
     finally:
