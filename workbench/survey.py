@@ -178,13 +178,14 @@ def compute_sweep_point(job: dict) -> dict:
                                latency=False).accuracy}
 
 
-def sweep(points, test_images: int | None, cache: Cache,
+def sweep(points, test_images: int | None = None, cache: Cache | None = None,
           workers: int = 1) -> tuple[dict[str, list[dict]], dict]:
     """Accuracy of one-shot magnitude pruning over sparsity, for the two MNIST networks."""
     jobs = [{"kind": "sweep", "model": name, "sha256": zoo.manifest()[name]["sha256"],
              "sparsity": s, "test_images": test_images}
             for name in ("lenet300", "lenet5") if name in available_models() for s in points]
-    results, counts = cells.run(jobs, compute_sweep_point, cache, workers, label="survey: sweep")
+    results, counts = cells.run(jobs, compute_sweep_point, cache or Cache(None), workers,
+                                label="survey: sweep")
     curves = {}
     for job, result in zip(jobs, results):
         curves.setdefault(job["model"], []).append(result)
