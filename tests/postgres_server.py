@@ -24,12 +24,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from workbench.browser import free_port
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 SUPERUSER = "postgres"  # the bootstrap role initdb creates (-U), whoever runs the server
@@ -122,12 +123,6 @@ def missing_reason() -> str | None:
         return (f"PostgreSQL server not available: psycopg2 is not importable ({error}); "
                 "`pip install psycopg2-binary` (the `postgres` extra)")
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _as_server_user(command: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ settings, fewer sweep points and no latency.
 
 Latency is timed on ``THREADS`` thread(s), warm, after every cell has been computed; a
 method's speed-up is measured by timing its network (as shipped: decoded from its file) and
-its base interleaved (``workbench.timing.compare``) and shown with the interquartile range of
+its base interleaved (``measure.compare_latency``) and shown with the interquartile range of
 the per-pair ratios, or as "no measurable change". A cached timing is reused only on the
 machine that measured it (``cells.machine``).
 """
@@ -23,9 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import (IMPLEMENTED, METHODS, catalogue, cells, codec, data, papers, survey_report,
-               timing, zoo)
+               zoo)
 from .cells import Cache, canonical
-from .measure import Report, input_shape_of, report, shipped
+from .measure import Report, compare_latency, report
 
 THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
 SWEEP = [0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98, 0.99]
@@ -152,10 +152,10 @@ def time_method(job: dict, computed: dict) -> dict:
     its base, interleaved at batch 1 and 64, in this process after every cell has run."""
     row = dict(computed["row"])
     if computed["file"] is not None:
-        deployed, base = codec.decode(computed["file"]), shipped(zoo.pretrained(job["model"]))
-        shape = input_shape_of(base)
-        row["latency_vs_base"] = {f"b{b}": timing.compare(deployed, base, shape, b,
-                                                          job["threads"]).row() for b in (1, 64)}
+        deployed, base = codec.decode(computed["file"]), zoo.pretrained(job["model"])
+        row["latency_vs_base"] = {f"b{b}": compare_latency(deployed, base, batch=b,
+                                                           threads=job["threads"]).row()
+                                  for b in (1, 64)}
         row["latency_b64"] = row["latency_vs_base"]["b64"]["display"]
     return canonical(row)
 
