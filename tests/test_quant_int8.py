@@ -342,3 +342,18 @@ def test_tiny_model_end_to_end_through_onnxruntime(mnist_test_small):
     assert int8.onnx_accuracy(int8_bytes, mnist_test_small) >= fp32 - 0.01
     assert evaluate(int8.simulate_activations(q), mnist_test_small) >= fp32 - 0.01
     assert int8.onnx_latency_ms(int8_bytes, 4, 1, min_run_time=0.05) > 0
+
+
+def test_a_network_carrying_an_attachment_exports_with_the_same_outputs():
+    # an attachment (here: encode.huffman's chosen encoding) computes nothing; the exporter
+    # once failed on its dict extra state
+    from workbench import METHODS, models
+    tagged = METHODS["encode.huffman"]().apply(zoo.pretrained("lenet300"))
+    assert models.attached(tagged, "codec_options") is not None
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    sess = int8.session(int8.to_onnx(tagged))
+    ours = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(ours), tagged.eval()(x), rtol=1e-4,
+                                   atol=1e-4)
+    assert models.attached(tagged, "codec_options") is not None   # the original keeps it

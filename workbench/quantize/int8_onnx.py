@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .. import models
 from ..method import clone_model
 from .core import fold, quantizable_layers
 
@@ -45,6 +46,10 @@ def to_onnx(model: nn.Module, opset: int = 17) -> bytes:
     (``dynamo=False``) folds each BatchNorm into the convolution before it in eval mode, as
     deployment does before quantizing."""
     plain = folded_copy(model)
+    # attachments compute nothing, and the tracer cannot take their dict extra state
+    for path in [p for p, m in plain.named_modules() if isinstance(m, models.Attachment)]:
+        parent, _, name = path.rpartition(".")
+        delattr(plain.get_submodule(parent), name)
     buffer = io.BytesIO()
     torch.onnx.export(plain, (torch.zeros(1, *plain.input_shape),), buffer, dynamo=False,
                       input_names=["input"], output_names=["logits"], opset_version=opset,
