@@ -308,6 +308,10 @@ def test_shared_building_blocks():
     with pytest.raises(ValueError, match=r"^Net.groups=0: allowed is an integer >= 1$"):
         check_count("Net.groups", 0)
     check_count("Net.groups", 1)
-    with pytest.raises(ValueError, match=r"^Net.width=0: allowed is 0 < Net.width <= 4$"):
+    with pytest.raises(ValueError, match=r"^Net.width=0: allowed is a number with "
+                                         r"0 < Net.width <= 4$"):
         check_range("Net.width", 0, 0, 4)
+    for wrong in ("0.5", None, True):       # a ValueError that says so, not a TypeError
+        with pytest.raises(ValueError, match=rf"^Net.width={wrong!r}: allowed is a number"):
+            check_range("Net.width", wrong, 0, 4)
     check_range("Net.width", 4, 0, 4)

@@ -44,9 +44,11 @@ def classifier_head(c_in: int, classes: int) -> nn.Sequential:
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:
-    """ValueError unless ``low < value <= high`` (a width or resolution multiplier)."""
-    if not low < value <= high:
-        raise ValueError(f"{name}={value}: allowed is {low} < {name} <= {high}")
+    """ValueError unless ``value`` is a number with ``low < value <= high`` (a width or
+    resolution multiplier); ``name`` says whose knob it is, e.g. "MobileNet.width"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not low < value <= high:
+        raise ValueError(f"{name}={value!r}: allowed is a number with {low} < {name} <= {high}")
 
 
 def check_count(name: str, value, low: int = 1, note: str = "") -> None:

@@ -51,8 +51,8 @@ class MobileNet(nn.Module):
 
     def __init__(self, width: float = 0.5, resolution: float = 1.0, num_classes: int = 10):
         super().__init__()
-        check_range("width", width, 0, 4)
-        check_range("resolution", resolution, 0, 1)
+        check_range("MobileNet.width", width, 0, 4)
+        check_range("MobileNet.resolution", resolution, 0, 1)
         self.config = {"width": width, "resolution": resolution, "num_classes": num_classes}
         self.size = round(32 * resolution)
         c_in = divisible(32 * width)
@@ -116,8 +116,8 @@ class MobileNetV2(nn.Module):
     def __init__(self, width: float = 0.5, expansion: float = 6, last_channels: int = 320,
                  num_classes: int = 10):
         super().__init__()
-        check_range("width", width, 0, 4)
-        check_range("expansion", expansion, 0, 16)
+        check_range("MobileNetV2.width", width, 0, 4)
+        check_range("MobileNetV2.expansion", expansion, 0, 16)
         if last_channels < 1:
             raise ValueError(f"last_channels={last_channels}: need at least 1")
         self.config = {"width": width, "expansion": expansion, "last_channels": last_channels,

@@ -77,7 +77,7 @@ class ShuffleNetV2(nn.Module):
 
     def __init__(self, width: float = 0.5, last_channels: int = 512, num_classes: int = 10):
         super().__init__()
-        check_range("width", width, 0, 4)
+        check_range("ShuffleNetV2.width", width, 0, 4)
         if last_channels < 1:
             raise ValueError(f"last_channels={last_channels}: need at least 1")
         self.config = {"width": width, "last_channels": last_channels,

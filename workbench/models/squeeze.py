@@ -47,7 +47,7 @@ class NiN(nn.Module):
     def __init__(self, width: float = 0.25, num_classes: int = 10, channels=None,
                  dropout: float = 0.0):
         super().__init__()
-        check_range("width", width, 0, 4)
+        check_range("NiN.width", width, 0, 4)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout}: allowed is 0 <= dropout < 1")
         channels = list(channels or (divisible(c * width) for c in self.PAPER_CHANNELS))
@@ -127,7 +127,7 @@ class SqueezeNet(nn.Module):
                              f"stem_channels >= 1")
         if not 0 <= pct_3x3 <= 1:
             raise ValueError(f"pct_3x3={pct_3x3}: allowed is 0 <= pct_3x3 <= 1")
-        check_range("squeeze_ratio", squeeze_ratio, 0, 1)
+        check_range("SqueezeNet.squeeze_ratio", squeeze_ratio, 0, 1)
         if not all(1 <= p <= 9 for p in pool_after) or len(set(pool_after)) != len(pool_after):
             raise ValueError(f"pool_after={pool_after}: distinct positions from 1 (after the "
                              f"stem conv) to 9 (after fire9)")
