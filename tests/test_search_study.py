@@ -74,8 +74,12 @@ def test_random_search_returns_the_best_trial_within_budget_with_its_recorded_by
                          "1.k": trial.suggest_int("1.k", 4, 32)})
         oracle.tell(trial, 0.0)
     assert params_of(study) == expected
-    # the Pareto front is the non-dominated set of (accuracy up, bytes down)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    # the Pareto front is the non-dominated set of (accuracy up, bytes down) among the
+    # trials whose file meets the budget (an Optuna constraint)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE
+            and t.user_attrs["bytes"] <= budget]
+    assert all(t.constraints == {"bytes_over_budget": t.user_attrs["bytes"] - budget}
+               for t in study.trials if t.state == TrialState.COMPLETE)
     dominated = {a.number for a, b in itertools.permutations(done, 2)
                  if b.values[0] >= a.values[0] and b.values[1] <= a.values[1]
                  and b.values != a.values}
@@ -109,6 +113,21 @@ def test_tpe_follows_random_startup_then_proposes_its_own_points(lenet, train):
                                          for s in (bayes, random)]
     assert isinstance(tpe_study.sampler, optuna.samplers.TPESampler)
     assert params_of(tpe_study)[3:] != params_of(random_study)[3:]
+
+
+def test_tpe_with_one_objective_learns_the_budget_and_its_best_trial_meets_it(lenet, train):
+    # accuracy alone pulls TPE towards large files; the budget, a constraint, pulls it back
+    settings = dict(**HYBRID, trials=16, startup_trials=4, objectives=("accuracy",))
+    budget = 0.04 * len(codec.encode(lenet))
+    over = {}
+    for share in (0.04, None):
+        search = BayesSearch(**settings, byte_budget=share)
+        _, study = search.run(lenet, train, search.open())
+        proposed = [t for t in study.trials if t.number >= 4]
+        over[share] = sum(t.user_attrs["bytes"] > budget for t in proposed)
+        if share is not None:
+            assert study.best_trials[0].user_attrs["bytes"] <= budget
+    assert over[0.04] < over[None], over
 
 
 def test_the_bandit_prunes_over_budget_and_weak_trials_and_returns_neither(lenet, train):

@@ -12,6 +12,9 @@ file within ``tolerance`` of the best validation accuracy (or the best by the ob
 order when accuracy is not the first), re-applied from its settings (methods are deterministic) and checked to
 have the bytes the study recorded.
 
+A ``byte_budget`` is an Optuna constraint (``Trial.set_constraint``): TPE learns to propose
+files within it, and ``study.best_trials`` holds only trials that meet it.
+
 Several objectives make a multi-objective study (its Pareto front is ``study.best_trials``).
 Optuna cannot prune those, so the bandit search is a constrained single objective: validation
 accuracy at a byte budget. A trial whose file would exceed the budget is pruned before it trains
@@ -215,6 +218,10 @@ class Search(Method):
         found = figures(out, val, "latency" in self.objectives)
         for key, value in found.items():
             trial.set_user_attr(key, value)
+        if math.isfinite(budget):
+            # Optuna's constraint: TPE then proposes within the budget (c-TPE), and the
+            # study's best trials (the printed front) are those that meet it
+            trial.set_constraint("bytes_over_budget", found["bytes"] - budget)
         return [found[o] for o in self.objectives], out
 
     def best(self, study, budget: float):
