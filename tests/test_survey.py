@@ -6,7 +6,7 @@ import json
 import pytest
 
 import workbench
-from workbench import catalogue, cells, data, measure, survey, zoo
+from workbench import catalogue, cells, codec, data, measure, survey, zoo
 
 
 def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
@@ -48,6 +48,47 @@ def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_chang
     assert paired["load_avg"] >= 0 and paired["pairs"] >= 10
     assert "latency_b64_x" not in row           # no ratio of two separately taken medians
     json.dumps(row)                             # the JSON file can hold it
+
+
+def test_a_lossless_encoding_runs_on_the_pruned_and_shared_network_it_is_for():
+    if "lenet300" not in zoo.manifest():
+        pytest.skip("no lenet300 checkpoint")
+    test = data.load("mnist", "test").subset(200, seed=0)
+    bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
+                                        latency=False)}
+    [job] = survey.method_jobs(bases, smoke=True, ids=["encode.huffman"], test_images=200,
+                               latency=False)
+    assert [i for i, _ in job["input"]] == ["prune.iterative", "quant.kmeans"]
+    [row], _ = survey.method_rows(bases, smoke=True, ids=["encode.huffman"], test_images=200,
+                                  latency=False)
+    # the same input again (the methods are deterministic): its file and its accuracy
+    train = data.load("mnist", "train").subset(2000, seed=0)
+    given, given_bytes = survey.input_network(job, train)
+    assert row["input"] == ["prune.iterative", "quant.kmeans"]
+    assert row["input_bytes"] == given_bytes == len(codec.encode(given))
+    assert row["bytes"] < given_bytes             # Huffman coding of the shared indices
+    assert row["bytes_x_vs_input"] == round(given_bytes / row["bytes"], 3)
+    assert row["accuracy"] == measure.report(given, test, latency=False).accuracy  # lossless
+    assert row["nonzeros_x"] > 5                  # the pruned network, not the dense one
+
+
+def test_a_method_whose_checkpoint_is_not_trained_is_listed_not_run_and_says_how(monkeypatch):
+    if "vgg_small" not in zoo.manifest():
+        pytest.skip("no vgg_small checkpoint")
+    test = data.load("cifar10", "test").subset(50, seed=0)
+    bases = {"vgg_small": measure.report(zoo.pretrained("vgg_small"), test, "vgg_small",
+                                         latency=False)}
+    trained = {k: v for k, v in zoo.manifest().items() if k != "mobilenet"}
+    monkeypatch.setattr(zoo, "manifest", lambda: trained)
+    ids = ["arch.mobilenet", "prune.winograd"]
+    jobs = survey.method_jobs(bases, smoke=False, ids=ids, test_images=50, latency=False)
+    assert [j["method"] for j in jobs] == ["prune.winograd"]
+    assert survey.not_run_rows(smoke=False, ids=ids) == [
+        {"family": catalogue.FAMILIES["architecture"], "id": "arch.mobilenet",
+         "why": "the zoo's mobilenet is not trained yet: python -m workbench zoo train "
+                "mobilenet"}]
+    # in a smoke run it trains a small network of its own, so it runs
+    assert survey.not_run_rows(smoke=True, ids=ids) == []
 
 
 def _counts(figures):

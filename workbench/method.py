@@ -103,6 +103,12 @@ class Method:
     def check_model(self, model: nn.Module) -> None:
         """Checks of the settings against this model (e.g. layer names), before any work."""
 
+    def unavailable(self) -> str | None:
+        """Why these settings cannot run on this machine yet (a checkpoint still to be
+        trained, say, with the command that makes it), or None. The survey lists such a
+        method with this reason instead of failing."""
+        return None
+
     def bits_per_weight(self) -> float | None:
         return self.tags().bits_per_weight
 

@@ -217,6 +217,24 @@ def pick(method_id: str, model: str) -> Result | None:
     return (same or list(found) or [None])[0]
 
 
+def byte_points(model: str, dense_bytes: int) -> list[dict]:
+    """The published results on ``model`` itself whose ratio counts bytes and whose metric is
+    an error or an accuracy, as points for an accuracy-against-bytes figure: the paper's ratio
+    applied to our dense file (bytes, accuracy as a fraction, label)."""
+    points = []
+    for method_id, found in FACTS.items():
+        for fact in found:
+            if fact.zoo != model or fact.ratio_of != "bytes" \
+                    or fact.metric not in ("error", "accuracy"):
+                continue
+            accuracy = fact.value if fact.metric == "accuracy" else 100 - fact.value
+            bound = f"{fact.ratio_bound} " if fact.ratio_bound else ""
+            said = paper_accuracy(fact).removeprefix("at ")
+            points.append({"bytes": dense_bytes / fact.ratio, "accuracy": accuracy / 100,
+                           "label": f"{method_id}, paper: {bound}{_num(fact.ratio)}x, {said}"})
+    return points
+
+
 # ------------------------------------------------------------------ formatting
 def _num(x: float) -> str:
     return f"{x:g}"
@@ -307,6 +325,9 @@ def compare(row: dict) -> str:
     network is not ours, and when there is no published figure to compare with."""
     fact = pick(row["method"], row["model"])
     ours = f"ours: {our_text(row, fact)}"
+    if row.get("input"):    # a lossless encoding, shown on the network it is for
+        ours = (f"ours: {row['bytes_x_vs_input']:.2f}x smaller than the file of its input "
+                f"({' then '.join(row['input'])}, {row['input_bytes']:,} bytes)")
     if fact is None:
         return f"{ours} | paper: {no_figure(row['method'])}"
     if fact.zoo == row["model"]:

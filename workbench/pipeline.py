@@ -168,7 +168,7 @@ class Hybrid(Chain):
     smoke = {"steps": (("prune.magnitude", {"sparsity": 0.8}),
                        ("quant.kmeans", {"k": 4}))}
 
-    steps: tuple = knob((("prune.magnitude", {"sparsity": 0.9}), ("quant.kmeans", {"k": 16})),
+    steps: tuple = knob((("prune.magnitude", {"sparsity": 0.8}), ("quant.kmeans", {"k": 16})),
                         Steps())
 
     def steps_settings(self) -> tuple:

@@ -28,6 +28,11 @@ from .cells import Cache, canonical
 from .measure import Report, compare_latency, report
 
 THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
+# A lossless encoding changes the file, not the network: on a dense network it has nothing to
+# encode. Each is shown on the network it is for, in Deep Compression's order: these methods
+# run first, at their defaults, and the row says so and compares the file with theirs.
+INPUTS = {"encode.sparse": ("prune.iterative",),
+          "encode.huffman": ("prune.iterative", "quant.kmeans")}
 SWEEP = [0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98, 0.99]
 
 
@@ -105,10 +110,14 @@ def method_jobs(base_reports: dict, smoke: bool, all_models: bool = False, ids=N
     jobs = []
     for method_id in chosen_methods(ids):
         method = make_method(method_id, smoke, overrides.get(method_id))
+        if method.unavailable():        # listed by ``not_run_rows`` instead
+            continue
         names = [a for a in bases if method.supports(bases[a])]
         for name in names if all_models else names[:1]:
             jobs.append({"kind": "method", "method": method_id, "settings": method.params(),
                          "overrides": overrides.get(method_id, {}), "smoke": smoke,
+                         "input": [[i, make_method(i, smoke, overrides.get(i)).params()]
+                                   for i in INPUTS.get(method_id, ())],
                          "model": name, "sha256": zoo.manifest()[name]["sha256"],
                          "test_images": test_images, "latency": latency, "threads": THREADS,
                          "machine": cells.machine() if latency else None,
@@ -125,10 +134,12 @@ def compute_method(job: dict) -> dict:
     name, base = job["model"], Report(**job["_base"])
     test = test_set(zoo.dataset_of(name), job["test_images"])
     train = None
-    if method.tags().needs_data:
+    if method.tags().needs_data or any(METHODS[i](**settings).tags().needs_data
+                                       for i, settings in job["input"]):
         train = data.load(zoo.dataset_of(name), "train")
         train = train.subset(2000, seed=0) if job["smoke"] else train
-    compressed = method.apply(zoo.pretrained(name), train)
+    start_from, input_bytes = input_network(job, train)
+    compressed = method.apply(start_from, train)
     r = report(compressed, test, f"{job['method']} on {name}", latency=False,
                threads=job["threads"])
     ratios = r.compare(base)
@@ -144,7 +155,21 @@ def compute_method(job: dict) -> dict:
            "latency_vs_base": {}, "seconds": seconds,
            "paper_target": catalogue.by_id(job["method"]).paper_target,
            "paper": papers.as_dict(job["method"])}
+    if job["input"]:
+        row.update(input=[i for i, _ in job["input"]], input_bytes=input_bytes,
+                   bytes_x_vs_input=round(input_bytes / r.bytes, 3))
     return {"row": row, "file": codec.encode(compressed) if job["latency"] else None}
+
+
+def input_network(job: dict, train):
+    """The network a method of ``INPUTS`` starts from (the job's input methods applied to the
+    zoo network in order) and its file's bytes; the zoo network itself (bytes None) otherwise."""
+    model = zoo.pretrained(job["model"])
+    if not job["input"]:
+        return model, None
+    for method_id, settings in job["input"]:
+        model = METHODS[method_id](**settings).apply(model, train)
+    return model, len(codec.encode(model))
 
 
 def time_method(job: dict, computed: dict) -> dict:
@@ -192,6 +217,17 @@ def sweep(points, test_images: int | None = None, cache: Cache | None = None,
     return curves, counts
 
 
+def not_run_rows(smoke: bool, ids=None, overrides: dict | None = None) -> list[dict]:
+    """The methods that cannot run on this machine yet, and why (``Method.unavailable``)."""
+    rows = []
+    for method_id in chosen_methods(ids):
+        reason = make_method(method_id, smoke, (overrides or {}).get(method_id)).unavailable()
+        if reason:
+            rows.append({"family": catalogue.FAMILIES[catalogue.by_id(method_id).family],
+                         "id": method_id, "why": reason})
+    return rows
+
+
 def missing_rows() -> list[dict]:
     return [{"family": catalogue.FAMILIES[e.family], "id": e.id, "method": e.name,
              "reference": e.reference} for e in catalogue.missing(IMPLEMENTED)]
@@ -224,6 +260,7 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     curves, sweep_counts = sweep(SWEEP[::3] + [0.99] if smoke else SWEEP, test_images, store,
                                  workers)
     missing = missing_rows()
+    not_run = not_run_rows(smoke, methods, overrides)
 
     images = "1,000 test images (smoke run)" if smoke else "the full official test sets"
     head = [("Model zoo", f"Accuracy on {images}; bytes are the real encoded file; MACs per "
@@ -241,8 +278,11 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     tail = [("Magnitude pruning sweep", "Test accuracy of one-shot magnitude pruning (no "
                                         "retraining) over sparsity; the figure sets Han et al. "
                                         "2015's pruned-and-retrained points beside it.",
-             [{"model": m, **r} for m, rows in curves.items() for r in rows]),
-            (f"Catalogue ids still missing ({len(missing)} of {len(catalogue.CATALOGUE)}; "
+             [{"model": m, **r} for m, rows in curves.items() for r in rows])]
+    if not_run:
+        tail.append((f"Methods not run on this machine ({len(not_run)})",
+                     "Implemented, but what they need is not here yet.", not_run))
+    tail += [(f"Catalogue ids still missing ({len(missing)} of {len(catalogue.CATALOGUE)}; "
              f"{len(IMPLEMENTED)} implemented)", "", missing)]
     pictures = survey_report.draw_figures(out, zoo_table, methods_table, curves)
     markdown = survey_report.markdown(head, families, tail, pictures)
@@ -253,7 +293,8 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
     run["seconds"] = round(time.perf_counter() - start, 1)
     run["workers"] = workers
     figures = {"zoo": zoo_table, "methods": methods_table, "sweep": curves,
-               "missing": [r["id"] for r in missing], "smoke": smoke, "run": run}
+               "missing": [r["id"] for r in missing], "not_run": not_run, "smoke": smoke,
+               "run": run}
     (out / "survey.json").write_text(json.dumps(figures, indent=2))
     print(markdown)
     computed = sum(c["computed"] for c in (zoo_counts, counts, sweep_counts))

@@ -22,7 +22,8 @@ from .measure import _cell, format_table, html_table
 
 def method_display(row: dict) -> dict:
     """A method's row as the report shows it (survey.json keeps every figure)."""
-    return {"method": row["method"], "model": row["model"],
+    model = row["model"] + (f" after {' then '.join(row['input'])}" if row.get("input") else "")
+    return {"method": row["method"], "model": model,
             "accuracy %": round(100 * row["accuracy"], 2),
             "base %": round(100 * row["base_accuracy"], 2),
             "x fewer nonzeros": row["nonzeros_x"], "x smaller file": row["bytes_x"],
@@ -55,7 +56,8 @@ def draw_figures(out: Path, zoo: list[dict], methods: list[dict],
                                  layout="constrained", squeeze=False)
         for ax, base in zip(axes[0], models):
             survey_accuracy_bytes(ax, base["name"], base,
-                                  [r for r in methods if r["model"] == base["name"]])
+                                  [r for r in methods if r["model"] == base["name"]],
+                                  papers.byte_points(base["name"], base["bytes"]))
         paths["accuracy_bytes"] = _save(fig, out / "accuracy_bytes.png", plt)
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     survey_speed_against_macs(ax, methods)     # says so when nothing was timed (smoke)

@@ -127,6 +127,13 @@ class CompactNetwork(TrainingMethod):
         defaults = zoo_defaults(self.network)
         return {name: defaults[name] for name in self.knobs}
 
+    def unavailable(self) -> str | None:
+        from ..zoo import manifest
+        if self.epochs == 0 and self.network not in manifest():
+            return (f"the zoo's {self.network} is not trained yet: python -m workbench zoo "
+                    f"train {self.network}")
+        return None
+
     def compress(self, model: nn.Module, data=None) -> nn.Module:
         if self.epochs == 0:
             from ..zoo import pretrained

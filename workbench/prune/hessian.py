@@ -57,7 +57,7 @@ class OBD(Method):
     smoke = {"images": 8, "samples": 2}
     effects = ("fewer_nonzeros", "fewer_bytes")
 
-    sparsity: float = knob(0.9, Real(0.0, 1.0))
+    sparsity: float = knob(0.8, Real(0.0, 1.0))    # prune.magnitude's: compared at equal sparsity
     # "fisher" (exact Gauss-Newton diagonal) | "hutchinson"
     estimator: str = knob("fisher", Choice(("fisher", "hutchinson")))
     samples: int = knob(64, Int(1, 1024))   # Rademacher probes per batch (hutchinson)
@@ -113,7 +113,7 @@ class OBS(Method):
     smoke = {"images": 32, "sparsity": 0.3, "step": 1.0}
     effects = ("fewer_nonzeros", "fewer_bytes")
 
-    sparsity: float = knob(0.9, Real(0.0, 1.0))
+    sparsity: float = knob(0.8, Real(0.0, 1.0))    # prune.magnitude's: compared at equal sparsity
     # share of a row's remaining weights removed per step, at least one weight. At least 1 %:
     # one at a time (classic OBS) takes minutes on a 784-input layer, and from 1 % a row
     # reaches 99 % sparsity in a few hundred steps.
