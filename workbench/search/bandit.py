@@ -2,10 +2,11 @@
 
 Optuna cannot prune a multi-objective trial, so the two objectives become one objective and
 one constraint: maximize validation accuracy among files within ``byte_budget``. A trial is
-pruned before it trains when its file would exceed the budget (predicted by applying the same
-settings with every ``epochs`` set to 0: masks and codebooks are already chosen, only the
-weights' values are not trained yet), and again after training if its real file still exceeds
-it, so no pruned trial can be returned. The others report their validation accuracy after every
+pruned before it trains when its file would exceed the budget, predicted by applying the same
+settings with every ``epochs`` set to 0. That is an estimate: the sparsity and the bit-widths,
+which set most of the bytes, are the same, but masks chosen between training rounds and the
+entropy of trained codebook indices can differ. So a trial is checked again after training,
+and pruned if its real file exceeds the budget: no pruned trial can be returned. The others report their validation accuracy after every
 epoch of every training run of the searched method (a ``train.Hook`` added to each training
 step's hooks, counting epochs across the runs of a chain), and ``HyperbandPruner`` (successive
 halving over brackets of training epochs) stops those that fall behind. Hyperband assigns a
