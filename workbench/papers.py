@@ -326,7 +326,8 @@ def compare(row: dict) -> str:
     fact = pick(row["method"], row["model"])
     ours = f"ours: {our_text(row, fact)}"
     if row.get("input"):    # a lossless encoding, shown on the network it is for
-        ours = (f"ours: {row['bytes_x_vs_input']:.2f}x smaller than the file of its input "
+        ours = (f"ours: {row['bytes_x']:.1f}x smaller than the dense file, "
+                f"{row['bytes_x_vs_input']:.2f}x smaller than its input's own file "
                 f"({' then '.join(row['input'])}, {row['input_bytes']:,} bytes)")
     if fact is None:
         return f"{ours} | paper: {no_figure(row['method'])}"

@@ -275,10 +275,12 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
                            "at batch 64, median and interquartile range of the per-pair "
                            "ratios, or no measurable change."), rows)
                 for title, text, rows in survey_report.family_sections(methods_table)]
-    tail = [("Magnitude pruning sweep", "Test accuracy of one-shot magnitude pruning (no "
-                                        "retraining) over sparsity; the figure sets Han et al. "
-                                        "2015's pruned-and-retrained points beside it.",
-             [{"model": m, **r} for m, rows in curves.items() for r in rows])]
+    tail = [("Magnitude pruning sweep", "Test accuracy (%) of one-shot magnitude pruning (no "
+                                        "retraining) at each sparsity (share of weights "
+                                        "removed); the figure sets Han et al. 2015's "
+                                        "pruned-and-retrained points beside it.",
+             [{"model": m, **{f"{100 * r['sparsity']:g}%": round(100 * r["accuracy"], 2)
+                              for r in rows}} for m, rows in curves.items()])]
     if not_run:
         tail.append((f"Methods not run on this machine ({len(not_run)})",
                      "Implemented, but what they need is not here yet.", not_run))
