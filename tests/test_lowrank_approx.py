@@ -91,7 +91,7 @@ def test_rate_zero_is_the_dense_conv_on_a_trained_layer(vgg, strategy):
 def test_grid_rates_and_counted_macs(vgg):
     assert lattice_steps(0.5) == (2, 1) and lattice_steps(0.75) == (2, 2)
     assert lattice_steps(0.0) == (1, 1)
-    out = Perforation(rate=0.75).apply(vgg)
+    out = Perforation(rate=0.75, epochs=0).apply(vgg)
     rows = measure.layer_table(out, vgg.input_shape)
     dense = measure.layer_table(vgg, vgg.input_shape)
     for row, base in zip(rows, dense):
@@ -104,7 +104,7 @@ def test_grid_rates_and_counted_macs(vgg):
 
 
 def test_perforated_network_round_trips_and_checks_its_input_size(vgg):
-    out = Perforation(rate=0.5, strategy="uniform", seed=3).apply(vgg)
+    out = Perforation(rate=0.5, strategy="uniform", seed=3, epochs=0).apply(vgg)
     x = sample_input(vgg)
     blob = codec.encode(out)
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_perforated_network_round_trips_and_checks_its_input_size(vgg):
     with pytest.raises(ValueError, match="built for 32x32"):
         out.features[0](torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match="layers"):
-        Perforation(layers=("classifier.1",)).apply(vgg)
+        Perforation(layers=("classifier.1",), epochs=0).apply(vgg)
 
 
 def test_finetuning_trains_through_the_perforated_layers(mnist_train_small):
@@ -120,7 +120,7 @@ def test_finetuning_trains_through_the_perforated_layers(mnist_train_small):
     base = zoo.pretrained("lenet5")
     with quiet():
         tuned = Perforation(rate=0.5, epochs=1).apply(base, mnist_train_small)
-    plain = Perforation(rate=0.5).apply(base)
+    plain = Perforation(rate=0.5, epochs=0).apply(base)
     assert not torch.equal(tuned.features[2].weight, plain.features[2].weight)
 
 

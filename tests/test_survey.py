@@ -147,6 +147,21 @@ def test_cells_in_two_processes_give_the_results_of_one(tmp_path):
         cells.run(jobs, _square, cells.Cache(None), workers=0)
 
 
+def test_the_costliest_cells_start_first_and_results_keep_the_jobs_order():
+    jobs = [{"kind": "test", "value": v, "cost": c} for v, c in ((1, 0), (2, 5), (3, 1), (4, 5))]
+    started = []
+    results, _ = cells.run(jobs, lambda job: started.append(job["value"]) or job["value"] ** 2,
+                           cells.Cache(None), cost=lambda job: job["cost"])
+    assert started == [2, 4, 3, 1] and results == [1, 4, 9, 16]
+    # the survey's estimate: training on CIFAR-10 > training on MNIST > evaluating only
+    job = lambda method, model: {"method": method, "model": model, "smoke": False,
+                                 "overrides": {}, "input": []}
+    assert survey.expected_cost(job("binary.bireal", "resnet20")) \
+        > survey.expected_cost(job("distill.kd", "lenet300")) \
+        > survey.expected_cost(job("prune.winograd", "vgg_small")) \
+        > survey.expected_cost(job("prune.magnitude", "lenet300"))
+
+
 def _square(job):            # module level: sent to worker processes
     return job["value"] ** 2
 

@@ -113,13 +113,15 @@ def _worker_setup(threads: int) -> None:
 
 
 def run(jobs: list[dict], compute, cache: Cache, workers: int = 1, finish=None,
-        label: str = "cells") -> tuple[list, dict]:
+        label: str = "cells", cost=None) -> tuple[list, dict]:
     """Results of ``compute(job)`` for every job (dicts of plain values, the cell's parts),
     from ``cache`` where present. ``compute`` must be a module-level function (it is sent to
     worker processes). ``finish(job, result)``, if given, turns a computed result into the one
     kept; it runs in this process, one cell after another, once every worker has stopped
     (the survey times networks there, on a machine with nothing else running). Returns the
     results in the order of ``jobs`` and the counts ``{"computed": n, "cached": m}``.
+    ``cost(job)``, if given, estimates a cell's time: the costliest cells start first, so
+    that the run does not end with one long cell computing alone while the other workers wait.
 
     When a cell fails, the cells not started are cancelled, those already computed are still
     finished and kept, and a RuntimeError names the failed cell (its cause chained)."""
@@ -128,6 +130,8 @@ def run(jobs: list[dict], compute, cache: Cache, workers: int = 1, finish=None,
     keys = [cell_key(job) for job in jobs]
     results = [cache.get(k) for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]
+    if cost is not None:
+        todo.sort(key=lambda i: -cost(jobs[i]))      # stable: equal costs keep their order
     done, failure = [], None
     with tqdm(total=len(todo), desc=label, file=sys.stderr, disable=not todo) as bar:
         try:

@@ -160,7 +160,7 @@ class Perforation(TrainingMethod):
     rate: float = knob(0.5, Real(0.0, 0.99))
     strategy: str = knob("grid", Choice(STRATEGIES))
     layers: tuple[str, ...] | None = knob(None, LAYER_NAMES)  # None: every conv
-    epochs: int = 0
+    epochs: int = 1      # Figurnov et al. fine-tune the perforated network; 0: none, no data
     lr: float = 0.01
 
     def validate(self):
