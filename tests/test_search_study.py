@@ -127,7 +127,7 @@ def test_tpe_with_one_objective_learns_the_budget_and_its_best_trial_meets_it(le
         over[share] = sum(t.user_attrs["bytes"] > budget for t in proposed)
         if share is not None:
             assert study.best_trials[0].user_attrs["bytes"] <= budget
-    assert over[0.04] < over[None], over
+    assert over[0.04] <= over[None] - 3, over     # of 12 proposals
 
 
 def test_the_bandit_prunes_over_budget_and_weak_trials_and_returns_neither(lenet, train):

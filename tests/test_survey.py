@@ -31,8 +31,9 @@ def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
 
 
 def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change():
-    # encode.sparse returns a bit-identical network: whatever the order of measurement, the
-    # survey must not show it faster than its base (it once showed 1.31x).
+    # encode.sparse's row is its input, prune.iterative's network, stored sparse: decoded, it
+    # computes every zero as the dense base computes its weights. Whatever the order of
+    # measurement, the survey must not show it faster than its base (it once showed 1.31x).
     if "lenet300" not in zoo.manifest():
         pytest.skip("no lenet300 checkpoint")
     test = data.load("mnist", "test").subset(200, seed=0)
@@ -180,3 +181,21 @@ def _root(job):
     if job["value"] < 0:
         raise ValueError("negative")
     return job["value"] ** 2
+
+
+def test_the_checkpoints_a_method_reads_are_in_its_cell_key():
+    # a retrained teacher or architecture must recompute the cells that read it
+    assert workbench.METHODS["arch.mobilenet"]().checkpoints() == ("mobilenet",)
+    assert workbench.METHODS["arch.mobilenet"](epochs=1).checkpoints() == ()
+    assert workbench.METHODS["prune.iterative"](kd_teacher="lenet5").checkpoints() == ("lenet5",)
+    assert workbench.METHODS["prune.iterative"](kd_teacher="input").checkpoints() == ()
+    if "lenet300" not in zoo.manifest():
+        pytest.skip("no lenet300 checkpoint")
+    test = data.load("mnist", "test").subset(50, seed=0)
+    bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
+                                        latency=False)}
+    [job] = survey.method_jobs(bases, smoke=False, ids=["prune.iterative"], test_images=50,
+                               latency=False, overrides={"prune.iterative": {"kd_teacher": "lenet5"}})
+    assert job["reads"] == {"lenet5": zoo.manifest()["lenet5"]["sha256"]}
+    changed = {**zoo.manifest()["lenet5"], "sha256": "0" * 64}
+    assert cells.cell_key(job) != cells.cell_key({**job, "reads": {"lenet5": changed["sha256"]}})

@@ -103,6 +103,11 @@ class Method:
     def check_model(self, model: nn.Module) -> None:
         """Checks of the settings against this model (e.g. layer names), before any work."""
 
+    def checkpoints(self) -> tuple[str, ...]:
+        """Zoo networks this method reads besides the network it is given (a teacher, a
+        trained architecture): their checksums belong in any cache key of its results."""
+        return ()
+
     def unavailable(self) -> str | None:
         """Why these settings cannot run on this machine yet (a checkpoint still to be
         trained, say, with the command that makes it), or None. The survey lists such a
@@ -233,6 +238,11 @@ class TrainingMethod(TrainingBase):
             return super().apply(model, data)
         finally:
             self._teacher = None
+
+    def checkpoints(self) -> tuple[str, ...]:
+        if self.kd_teacher in (None, "input") or not self.tags().needs_data:
+            return super().checkpoints()
+        return (*super().checkpoints(), self.kd_teacher)
 
     def load_teacher(self, model: nn.Module, data=None) -> nn.Module:
         """A frozen copy of the input, or the zoo network ``kd_teacher`` (which must take

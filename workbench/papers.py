@@ -230,8 +230,10 @@ def byte_points(model: str, dense_bytes: int) -> list[dict]:
             accuracy = fact.value if fact.metric == "accuracy" else 100 - fact.value
             bound = f"{fact.ratio_bound} " if fact.ratio_bound else ""
             said = paper_accuracy(fact).removeprefix("at ")
+            seen = "" if fact.checked else " (not checked at the source)"
             points.append({"bytes": dense_bytes / fact.ratio, "accuracy": accuracy / 100,
-                           "label": f"{method_id}, paper: {bound}{_num(fact.ratio)}x, {said}"})
+                           "label": f"{method_id}, paper: {bound}{_num(fact.ratio)}x, "
+                                    f"{said}{seen}"})
     return points
 
 

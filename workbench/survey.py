@@ -112,13 +112,18 @@ def method_jobs(base_reports: dict, smoke: bool, all_models: bool = False, ids=N
         method = make_method(method_id, smoke, overrides.get(method_id))
         if method.unavailable():        # listed by ``not_run_rows`` instead
             continue
-        names = [a for a in bases if method.supports(bases[a])]
+        inputs = [make_method(i, smoke, overrides.get(i)) for i in INPUTS.get(method_id, ())]
+        names = [a for a in bases
+                 if all(m.supports(bases[a]) for m in (*inputs, method))]
         for name in names if all_models else names[:1]:
             jobs.append({"kind": "method", "method": method_id, "settings": method.params(),
                          "overrides": overrides.get(method_id, {}), "smoke": smoke,
                          "input": [[i, make_method(i, smoke, overrides.get(i)).params()]
                                    for i in INPUTS.get(method_id, ())],
                          "model": name, "sha256": zoo.manifest()[name]["sha256"],
+                         # what else it reads: a retrained teacher or architecture recomputes it
+                         "reads": {n: zoo.manifest()[n]["sha256"] for n in method.checkpoints()
+                                   if n in zoo.manifest()},
                          "test_images": test_images, "latency": latency, "threads": THREADS,
                          "machine": cells.machine() if latency else None,
                          "_base": {k: v for k, v in asdict(base_reports[name]).items()
@@ -139,6 +144,7 @@ def compute_method(job: dict) -> dict:
         train = data.load(zoo.dataset_of(name), "train")
         train = train.subset(2000, seed=0) if job["smoke"] else train
     start_from, input_bytes = input_network(job, train)
+    start = time.perf_counter()        # the method's own time, its input's training apart
     compressed = method.apply(start_from, train)
     r = report(compressed, test, f"{job['method']} on {name}", latency=False,
                threads=job["threads"])

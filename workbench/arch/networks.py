@@ -127,6 +127,9 @@ class CompactNetwork(TrainingMethod):
         defaults = zoo_defaults(self.network)
         return {name: defaults[name] for name in self.knobs}
 
+    def checkpoints(self) -> tuple[str, ...]:
+        return (self.network,) if self.epochs == 0 else super().checkpoints()
+
     def unavailable(self) -> str | None:
         from ..zoo import manifest
         if self.epochs == 0 and self.network not in manifest():

@@ -9,6 +9,8 @@ of the code they replaced, so the zoo's checkpoints load unchanged.
 """
 from __future__ import annotations
 
+import numbers
+
 from collections.abc import Callable
 
 from torch import nn
@@ -46,7 +48,7 @@ def classifier_head(c_in: int, classes: int) -> nn.Sequential:
 def check_range(name: str, value: float, low: float, high: float) -> None:
     """ValueError unless ``value`` is a number with ``low < value <= high`` (a width or
     resolution multiplier); ``name`` says whose knob it is, e.g. "MobileNet.width"."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not low < value <= high:
         raise ValueError(f"{name}={value!r}: allowed is a number with {low} < {name} <= {high}")
 

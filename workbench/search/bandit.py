@@ -6,8 +6,8 @@ pruned before it trains when its file would exceed the budget, predicted by appl
 settings with every ``epochs`` set to 0. That is an estimate: the sparsity and the bit-widths,
 which set most of the bytes, are the same, but masks chosen between training rounds and the
 entropy of trained codebook indices can differ. So a trial is checked again after training,
-and pruned if its real file exceeds the budget: no pruned trial can be returned. The others report their validation accuracy after every
-epoch of every training run of the searched method (a ``train.Hook`` added to each training
+and pruned if its real file exceeds the budget: no pruned trial can be returned. The others
+report their validation accuracy after every epoch of every training run of the searched method (a ``train.Hook`` added to each training
 step's hooks, counting epochs across the runs of a chain), and ``HyperbandPruner`` (successive
 halving over brackets of training epochs) stops those that fall behind. Hyperband assigns a
 trial to a bracket from a hash of the study name and the trial number: it is reproducible only

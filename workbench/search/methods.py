@@ -12,8 +12,9 @@ file within ``tolerance`` of the best validation accuracy (or the best by the ob
 order when accuracy is not the first), re-applied from its settings (methods are deterministic) and checked to
 have the bytes the study recorded.
 
-A ``byte_budget`` is an Optuna constraint (``Trial.set_constraint``): TPE learns to propose
-files within it, and ``study.best_trials`` holds only trials that meet it.
+A ``byte_budget`` is an Optuna constraint (``Trial.set_constraint``): ``study.best_trials``
+holds only trials that meet it, whatever the sampler, and TPE (``search.bayes``) learns to
+propose files within it; random and grid proposals ignore it.
 
 Several objectives make a multi-objective study (its Pareto front is ``study.best_trials``).
 Optuna cannot prune those, so the bandit search is a constrained single objective: validation
