@@ -35,10 +35,11 @@ def test_explore_applies_the_method_on_creation_and_on_every_move(lenet300, test
     slider = widget.kwargs_widgets[0]
     assert slider.description == "sparsity" and (slider.min, slider.max) == (0.0, 0.99)
     trail = widget.explorer.trail
-    assert len(trail) == 1 and trail[0]["sparsity"] == 0.9     # the callback ran once
+    start = Magnitude().sparsity                       # the slider starts at the default
+    assert len(trail) == 1 and trail[0]["sparsity"] == start    # the callback ran once
     quietly(lambda: setattr(slider, "value", 0.5))
-    assert [round(p["sparsity"], 2) for p in trail] == [0.9, 0.5]
-    # the figures are the method's: fewer nonzeros kept at 90 % than at 50 %
+    assert [round(p["sparsity"], 2) for p in trail] == [start, 0.5]
+    # the figures are the method's: fewer nonzeros kept at the default (above 0.5) than at 0.5
     dense = widget.explorer.base_report
     assert trail[0]["bytes"] < trail[1]["bytes"] < dense.bytes
     assert slider.continuous_update            # magnitude needs no data: updates while dragged
