@@ -66,7 +66,7 @@ def table_rows(table_html: str) -> list[dict]:
 
 def widget_table(widget) -> list[dict]:
     """The rows of the (first) table in a widget's output, as the page shows them."""
-    return table_rows(widget.locator(".widget-output table").first.evaluate("t => t.outerHTML"))
+    return table_rows(widget.locator(browser.TABLES).first.evaluate("t => t.outerHTML"))
 
 
 def long_dark_lines(png: bytes, fraction: float = 0.3) -> tuple[int, int]:

@@ -50,7 +50,7 @@ def assert_table_shows(widget, base, test, sparsity: float):
 
 def assert_plot_complete(widget, where: str, save: Path):
     """The last figure of the widget's output is loaded and has both panels' axes."""
-    figure = widget.locator(".widget-output img, .widget-output canvas").last
+    figure = widget.locator(browser.FIGURES).last
     figure.scroll_into_view_if_needed()
     box = figure.bounding_box()
     assert box and box["width"] > 300 and box["height"] > 100, f"{where}: figure box {box}"
@@ -63,12 +63,10 @@ def assert_plot_complete(widget, where: str, save: Path):
     vertical, horizontal = long_dark_lines(png)
     # two panels side by side: a left and a right spine each; the top and bottom spines of the
     # two share their rows
-    if vertical < 4 or horizontal < 2:
-        # explore() sometimes sends its figure incomplete (only the histogram, no axes): the
-        # bug of the open lesson issue, until the widget updates its figure in place. Only
-        # this check is excused; every other one (table, slider, size) still fails the test.
-        pytest.xfail(f"{where}: the figure ({save}) shows {vertical} vertical and "
-                     f"{horizontal} horizontal axis lines: explore() sent an incomplete plot")
+    # (explore() used to send, now and then, a figure with only the histogram and no axes)
+    assert vertical >= 4 and horizontal >= 2, (
+        f"{where}: the figure ({save}) shows {vertical} vertical and {horizontal} horizontal "
+        "axis lines: an incomplete plot")
     return box
 
 

@@ -3,6 +3,7 @@ method, chains expose their steps' knobs, bad slider names are refused by name."
 from __future__ import annotations
 
 import contextlib
+import threading
 import io
 
 import matplotlib
@@ -37,7 +38,8 @@ def test_explore_applies_the_method_on_creation_and_on_every_move(lenet300, test
     trail = widget.explorer.trail
     start = Magnitude().sparsity                       # the slider starts at the default
     assert len(trail) == 1 and trail[0]["sparsity"] == start    # the callback ran once
-    quietly(lambda: setattr(slider, "value", 0.5))
+    slider.value = 0.5
+    widget.wait()                                      # moves update in a background thread
     assert [round(p["sparsity"], 2) for p in trail] == [start, 0.5]
     # the figures are the method's: fewer nonzeros kept at the default (above 0.5) than at 0.5
     dense = widget.explorer.base_report
@@ -65,7 +67,8 @@ def test_a_chain_exposes_its_steps_knobs(lenet300, test_set):
                                                       "quant.kmeans.k"]))
     sparsity, k = widget.kwargs_widgets
     assert (sparsity.value, k.value) == (0.8, 8)
-    quietly(lambda: setattr(k, "value", 4))
+    k.value = 4
+    widget.wait()
     last = widget.explorer.trail[-1]
     assert last["quant.kmeans.k"] == 4 and last["prune.magnitude.sparsity"] == 0.8
     assert last["bytes"] < widget.explorer.trail[0]["bytes"]     # 2 bits instead of 3
@@ -89,7 +92,8 @@ def test_rank_widget_shows_the_rank_the_method_kept(lenet300, test_set):
                                           layers=("net.1",)))
     slider = widget.kwargs_widgets[0]
     assert type(slider).__name__ == "IntSlider" and slider.value == 30
-    quietly(lambda: setattr(slider, "value", 10))
+    slider.value = 10
+    widget.wait()
     trail = widget.explorer.trail
     assert [p["rank"] for p in trail] == [30, 10]
     assert trail[1]["macs"] < trail[0]["macs"] < widget.explorer.base_report.macs
@@ -97,3 +101,66 @@ def test_rank_widget_shows_the_rank_the_method_kept(lenet300, test_set):
     explorer = widget.explorer
     dense = METHODS["lowrank.svd"](rank=250).apply(lenet300)
     assert explorer.kept_rank(dense) == 300              # 250 * 1084 > 300 * 784: stays dense
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "the plot is not a PNG"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_a_move_updates_the_same_table_and_figure_in_place(lenet300, test_set):
+    """The issue's browser finding: the plot vanished for seconds on every move and the page
+    jumped. The view is now one table and one figure whose contents are replaced: the same
+    widgets before and after, a new PNG of the same pixel size, a new table."""
+    widget = widgets.explore(Magnitude, lenet300, test_set, mark=0.92, mark_label="paper")
+    explorer = widget.explorer
+    table, plot = explorer.table, explorer.plot
+    first_png, first_table = plot.value, table.value
+    assert list(widget.children[-3:]) == [table, explorer.ratios, plot]
+    widget.kwargs_widgets[0].value = 0.3
+    widget.wait()
+    assert explorer.table is table and explorer.plot is plot
+    assert plot.value != first_png and png_size(plot.value) == png_size(first_png)
+    assert png_size(plot.value) == (960, 326)            # 10 x 3.4 inches at 96 dpi
+    assert table.value != first_table and "prune.magnitude" in table.value
+    # only what was measured: the latency ratios are not measured by a widget
+    assert "None" not in explorer.ratios.value and "bytes_x" in explorer.ratios.value
+    right = explorer.fig.axes[1]
+    assert "paper" in [line.get_label() for line in right.get_lines()]   # the paper's line
+
+
+def test_moves_during_an_update_collapse_into_the_last_one(lenet300, test_set):
+    """A drag sends many values while one update runs: they replace each other, so the widget
+    computes once more, at the last value, not once per value."""
+    widget = widgets.explore(Magnitude, lenet300, test_set)
+    explorer, slider = widget.explorer, widget.kwargs_widgets[0]
+    entered, gate, compute = threading.Event(), threading.Event(), explorer.compute
+
+    def held(**values):                  # the first background update waits at the gate
+        entered.set()
+        gate.wait(60)
+        return compute(**values)
+
+    explorer.compute = held
+    slider.value = 0.3
+    assert entered.wait(60), "the move did not start an update"
+    for value in (0.4, 0.5, 0.6):        # arrive while 0.3 is being computed
+        slider.value = value
+    gate.set()
+    widget.wait()
+    assert [round(p["sparsity"], 2) for p in explorer.trail] == [Magnitude().sparsity, 0.3, 0.6]
+
+
+def test_an_update_that_fails_says_so_in_the_widget_and_to_wait(lenet300, test_set):
+    widget = widgets.explore(Magnitude, lenet300, test_set)
+    explorer = widget.explorer
+
+    def broken(**values):
+        raise RuntimeError("out of memory")
+
+    explorer.compute = broken
+    widget.kwargs_widgets[0].value = 0.5
+    with pytest.raises(RuntimeError, match="out of memory"):
+        widget.wait()
+    assert "RuntimeError: out of memory" in explorer.table.value
+    assert "sparsity" in explorer.table.value             # which move failed

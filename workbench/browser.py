@@ -30,6 +30,14 @@ from pathlib import Path
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
+# What a lesson widget is in the page, and where its figure is: ``widgets.explore`` (a VBox of
+# class wb-explore whose figure is an image of class wb-plot), or an ``ipywidgets.interactive``
+# that displays its figure in an Output (lesson 06's temperature widget).
+WIDGETS = ".wb-explore, .widget-interact"
+FIGURES = ".widget-output img, .widget-output canvas, img.wb-plot"
+TABLES = ".widget-output table, .wb-table table"
+
+
 def chromium_path() -> str | None:
     """The system Chromium: ``$WORKBENCH_CHROMIUM``, Debian's ``/usr/bin/chromium``, or PATH."""
     candidates = [os.environ.get("WORKBENCH_CHROMIUM"), *CHROMIUM_PATHS,
@@ -191,7 +199,7 @@ def find_slider(page, label: str, timeout: float = 30.0):
     """The first ``interactive`` widget whose slider is labelled ``label``: (widget, handle)
     locators; the handle is the slider's focusable, keyboard-driven part."""
     exact = re.compile(rf"^\s*{re.escape(label)}\s*$")
-    widget = page.locator(".widget-interact").filter(
+    widget = page.locator(WIDGETS).filter(
         has=page.locator(".widget-slider .widget-label", has_text=exact)).first
     widget.wait_for(timeout=timeout * 1000)
     slider = widget.locator(".widget-slider").filter(
@@ -210,7 +218,7 @@ def slider_value(handle) -> float:
 # that notes each moment the output holds no figure (the plot missing while the rest updated).
 _WATCH = """([widget, before]) => {
   const state = {key: null, gaps: [], gapStart: null, before, heights: new Set()};
-  const figures = () => widget.querySelectorAll('.widget-output img, .widget-output canvas');
+  const figures = () => widget.querySelectorAll(FIGURES);
   const check = () => {
     const now = performance.now(), none = figures().length === 0;
     state.heights.add(Math.round(widget.getBoundingClientRect().height));
@@ -230,7 +238,7 @@ _DONE = """([widget, value]) => {
   const state = window.__wbMove;
   const readout = Number(widget.querySelector('.widget-slider .widget-readout').innerText);
   if (Math.abs(readout - value) > 1e-9) return false;
-  const figs = widget.querySelectorAll('.widget-output img, .widget-output canvas');
+  const figs = widget.querySelectorAll(FIGURES);
   if (figs.length === 0) return false;
   const fig = figs[figs.length - 1];
   const ident = fig.tagName === 'IMG' ? fig.src : fig.toDataURL();
@@ -240,6 +248,9 @@ _DONE = """([widget, value]) => {
   if (state.gapStart !== null) state.gaps.push(state.done - state.gapStart);
   return true;
 }"""
+
+
+_WATCH, _DONE = (js.replace("FIGURES", repr(FIGURES)) for js in (_WATCH, _DONE))
 
 
 @dataclass
@@ -256,9 +267,9 @@ class Move:
 def figure_ident(widget) -> str | None:
     """What identifies the widget's current figure: an img's src or a canvas's data URL."""
     return widget.evaluate(
-        """w => { const f = w.querySelectorAll('.widget-output img, .widget-output canvas');
+        """w => { const f = w.querySelectorAll(%s);
                   if (!f.length) return null; const x = f[f.length - 1];
-                  return x.tagName === 'IMG' ? x.src : x.toDataURL(); }""")
+                  return x.tagName === 'IMG' ? x.src : x.toDataURL(); }""" % repr(FIGURES))
 
 
 def move(page, widget, handle, key: str = "ArrowRight", timeout: float = 60.0) -> Move:

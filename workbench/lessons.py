@@ -125,15 +125,12 @@ class PrecisionExplorer(Explorer):
     the operations by precision; its right panel the share of zeros beside the accuracy and
     the paper's setting (``mark``) as a line."""
 
-    def __init__(self, *args, mark=None, mark_label: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.mark, self.mark_label = mark, mark_label
+    def compute(self, **values):
+        model, result, ratios = super().compute(**values)
+        self.trail[-1]["zeros"] = float((weights_of(model) == 0).float().mean())
+        return model, result, ratios
 
-    def update(self, **values):
-        start = time.perf_counter()
-        model, result, ratios = self.compute(**values)
-        weights = weights_of(model)
-        self.trail[-1]["zeros"] = float((weights == 0).float().mean())
+    def rows(self, model, result) -> list[dict]:
         rows = []
         for r, zeros in ((self.base_report, 0.0), (result, self.trail[-1]["zeros"])):
             row = r.row(by_precision=True)
@@ -141,16 +138,11 @@ class PrecisionExplorer(Explorer):
                          "bytes": row["bytes"], "zero weights %": round(100 * zeros, 1),
                          **{label: row[key] if key != "ops" or row[key] is not None
                             else row["macs"] for key, label in PRECISION_COLUMNS.items()}})
-        display(HTML(html_table(rows)))
-        display(HTML("<b>ratios to base</b> (x smaller / fewer): "
-                     + ", ".join(f"{k} {v}" for k, v in ratios.items() if k != "name")))
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-        precision_panels(left, right, self.base_weights, weights, self.trail,
-                         next(iter(values)), self.base_report.accuracy, self.mark,
-                         self.mark_label)
-        plt.show()
-        plt.close(fig)
-        self.seconds.append(time.perf_counter() - start)
+        return rows
+
+    def draw(self, left, right, model, knob: str):
+        precision_panels(left, right, self.base_weights, weights_of(model), self.trail, knob,
+                         self.base_report.accuracy, self.mark, self.mark_label)
 
 
 def _control(method, name: str, fixed: dict, continuous: bool):
@@ -189,9 +181,9 @@ class SpectrumExplorer(Explorer):
     bytes and MACs; the left panel the singular values of one layer of the base network with
     the rank the method kept there, the right panel accuracy and MACs against the knob."""
 
-    def __init__(self, *args, layer: str, mark=None, mark_label: str = "", **kwargs):
+    def __init__(self, *args, layer: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.layer, self.mark, self.mark_label = layer, mark, mark_label
+        self.layer = layer
         weight = self.base.get_submodule(layer).weight.detach()
         self.spectrum = torch.linalg.svdvals(weight.flatten(1).double()).float()  # once
 
@@ -201,23 +193,20 @@ class SpectrumExplorer(Explorer):
         config = getattr(module, "config", {})
         return int(config.get("rank", len(self.spectrum)))
 
-    def update(self, **values):
-        start = time.perf_counter()
-        model, result, ratios = self.compute(**values)
-        rank = self.kept_rank(model)
-        self.trail[-1]["rank"] = rank
+    def compute(self, **values):
+        model, result, ratios = super().compute(**values)
+        self.trail[-1]["rank"] = self.kept_rank(model)
+        return model, result, ratios
+
+    def rows(self, model, result) -> list[dict]:
         keep = ("name", "accuracy", "params", "bytes", "macs")
         rows = [{k: r.row()[k] for k in keep} for r in (self.base_report, result)]
-        rows[1][f"rank of {self.layer}"] = rank
-        display(HTML(html_table(rows)))
-        display(HTML("<b>ratios to base</b> (x smaller / fewer): "
-                     + ", ".join(f"{k} {v}" for k, v in ratios.items() if k != "name")))
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-        spectrum_panels(left, right, self.spectrum, rank, self.layer, self.trail,
-                        next(iter(values)), self.base_report, self.mark, self.mark_label)
-        plt.show()
-        plt.close(fig)
-        self.seconds.append(time.perf_counter() - start)
+        rows[1][f"rank of {self.layer}"] = self.kept_rank(model)
+        return rows
+
+    def draw(self, left, right, model, knob: str):
+        spectrum_panels(left, right, self.spectrum, self.kept_rank(model), self.layer,
+                        self.trail, knob, self.base_report, self.mark, self.mark_label)
 
 
 def explore_rank(method, base, test, layer: str, data=None, sliders=None, name: str = "base",
