@@ -22,7 +22,7 @@ import ipywidgets as w
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import HTML, clear_output, display
+from IPython.display import HTML, display
 from tqdm.auto import tqdm
 
 from . import METHODS, codec
@@ -38,7 +38,7 @@ from .plots import (
     width_curves,
 )
 from .train import evaluate, quiet
-from .widgets import Explorer, interactive_for, knobs, sliders_for
+from .widgets import Explorer, figure_image, interactive_for, knobs, png_of, sliders_for
 
 
 def configured(method_id: str, smoke: bool = False, **lesson) -> Method:
@@ -265,6 +265,12 @@ class TemperatureExplorer:
         self.bars = soft_target_bars(self.bar_ax, self.probabilities(low), self.label)
         self.marker = entropy_against_temperature(curve, grid, bits, mark, mark_label)
         self.trail: list[dict] = []
+        # only bar heights, a marker and a title change: lay the figure out once (with room
+        # for the title), not per move
+        self.bar_ax.set_title("T", fontsize=9)
+        self.fig.draw_without_rendering()
+        self.fig.set_layout_engine("none")
+        self.plot = figure_image(self.fig)
 
     def probabilities(self, temperature: float) -> torch.Tensor:
         """The teacher's soft targets for the image at ``temperature``."""
@@ -282,7 +288,7 @@ class TemperatureExplorer:
         self.bar_ax.set_title(f"T = {temperature:.3g}: p(true class) = {p[self.label]:.3f}, "
                               f"next: class {runner_up} with {p[runner_up]:.3g}", fontsize=9)
         self.trail.append({"temperature": temperature, "probabilities": p, "bits": bits})
-        display(self.fig)
+        self.plot.value = png_of(self.fig)
 
 
 def explore_temperature(teacher, data, index: int, mark: float | None = None,
@@ -296,8 +302,11 @@ def explore_temperature(teacher, data, index: int, mark: float | None = None,
     slider = w.FloatLogSlider(value=value, base=10, min=np.log10(low), max=np.log10(high),
                               step=0.01, description="T", continuous_update=True,
                               readout_format=".3g")
-    widget = w.interactive(explorer.update, temperature=slider)
-    widget.explorer = explorer
+    slider.observe(lambda change: explorer.update(change["new"]), names="value")
+    explorer.update(value)              # cheap (no forward pass): on the move, not in a thread
+    widget = w.VBox([slider, explorer.plot])
+    widget.add_class("wb-explore")
+    widget.explorer, widget.kwargs_widgets = explorer, [slider]
     return widget
 
 
@@ -342,9 +351,10 @@ class WidthExplorer:
         self.slider = w.SelectionSlider(options=options, value=start, description="width",
                                         continuous_update=True)
         self.button = w.Button(description="train this width", icon="play")
-        self.out = w.Output()
+        self.out, self.table_view = w.Output(), w.HTML()      # out: the training's progress
         self.fig, self.ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
         plt.close(self.fig)
+        self.plot = figure_image(self.fig)
         self.slider.observe(lambda change: self.show(), names="value")
         self.button.on_click(lambda _: self.train_chosen())
 
@@ -373,10 +383,8 @@ class WidthExplorer:
         self.ax.clear()
         width_curves(self.ax, list(self.rows.values()), self.teacher_accuracy, width,
                      self.teacher_label)
-        with self.out:
-            clear_output(wait=True)
-            display(HTML(html_table(self.table(width))))
-            display(self.fig)
+        self.table_view.value = html_table(self.table(width))
+        self.plot.value = png_of(self.fig)
 
 
 def explore_width(method, teacher, train, test, rows, widths, teacher_accuracy=None,
@@ -388,7 +396,9 @@ def explore_width(method, teacher, train, test, rows, widths, teacher_accuracy=N
     explorer = WidthExplorer(method, teacher, train, test, rows, widths, teacher_accuracy,
                              teacher_label, alone)
     explorer.show()
-    widget = w.VBox([w.HBox([explorer.slider, explorer.button]), explorer.out])
+    widget = w.VBox([w.HBox([explorer.slider, explorer.button]), explorer.table_view,
+                     explorer.plot, explorer.out])
+    widget.add_class("wb-explore")
     widget.explorer = explorer
     return widget
 

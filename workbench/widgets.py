@@ -85,12 +85,8 @@ class Explorer:
         self.trail: list[dict] = []
         self.seconds: list[float] = []
         self.fig = Figure(figsize=self.figsize, dpi=self.dpi)
-        width, height = (round(v * self.dpi) for v in self.figsize)
-        self.table, self.ratios = w.HTML(), w.HTML()
-        self.plot = w.Image(format="png", layout=w.Layout(width=f"{width}px",
-                                                          height=f"{height}px"))
+        self.table, self.ratios, self.plot = w.HTML(), w.HTML(), figure_image(self.fig)
         self.table.add_class("wb-table")
-        self.plot.add_class("wb-plot")
         self._lock, self._pending, self._worker, self.error = threading.Lock(), None, None, None
 
     def compute(self, **values):
@@ -185,6 +181,14 @@ def scrolled(html_text: str) -> str:
     """One line that scrolls sideways when wider than the page, rather than being cut or
     wrapped (a wrapped line would change the widget's height, and the page would jump)."""
     return f'<div style="overflow-x: auto; white-space: nowrap">{html_text}</div>'
+
+
+def figure_image(fig: Figure) -> w.Image:
+    """An image widget of ``fig``'s size in pixels, to be filled with ``png_of(fig)``."""
+    width, height = (round(v * fig.dpi) for v in fig.get_size_inches())
+    image = w.Image(format="png", layout=w.Layout(width=f"{width}px", height=f"{height}px"))
+    image.add_class("wb-plot")
+    return image
 
 
 def png_of(fig: Figure) -> bytes:
