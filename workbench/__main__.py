@@ -1,5 +1,5 @@
 """Command line: python -m workbench survey | zoo list | zoo train NAME... | bench NAME |
-reproduce deep-compression --model NAME.
+reproduce deep-compression --model NAME | search METHOD_ID --model NAME | lessons --html DIR.
 
 A user's mistake (a mistyped command, a bad name or setting, a missing or corrupt data file or
 checkpoint) ends with one line on stderr saying what is wrong and what to do, and exit
@@ -129,6 +129,16 @@ def _survey(args) -> None:
                 workers=args.jobs, cache=not args.no_cache)
 
 
+def _lessons(args) -> None:
+    from . import lesson_runner
+    from .measure import format_table
+    try:
+        rows = lesson_runner.main(args.names, args.html, smoke=args.smoke)
+    except lesson_runner.LessonFailed as error:
+        fail(error)
+    print(format_table(rows))
+
+
 def _search(args) -> None:
     from .search import command
     command.main(args)
@@ -180,6 +190,16 @@ def main(argv=None) -> None:
                                  "deep_compression_MODEL.wbnc; none with --smoke)")
     p.add_argument("--json", help="also write the tables as JSON to this path")
     p.set_defaults(run=_reproduce)
+
+    p = sub.add_parser("lessons", help="run the lessons and write each as a notebook and an "
+                                       "HTML page, to read before class")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="lessons to run, e.g. 00 03 05_lowrank (default: all)")
+    p.add_argument("--html", required=True, metavar="DIR",
+                   help="folder for the executed notebooks and their HTML pages")
+    p.add_argument("--smoke", action="store_true",
+                   help="as CI runs them: small subsets, figures that mean little")
+    p.set_defaults(run=_lessons)
 
     p = sub.add_parser("search", help="search a method's settings with Optuna (Pareto front)")
     p.add_argument("method_id", metavar="METHOD_ID", help="the method searched, e.g. "

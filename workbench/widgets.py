@@ -225,14 +225,16 @@ def explore(method, base, test, data=None, sliders=None, name: str = "base",
     ``method``: a method class, or a method object (a ``pipeline.Hybrid``: sliders named
     ``"<step id>.<field>"``). ``sliders`` names the knobs to expose (default: the first
     declared one); ``fixed`` sets other hyperparameters, e.g. ``explore(Magnitude, m, t,
-    scope="global")``. ``continuous``: update while a slider is dragged (default: unless the
+    scope="global")``, or a slider's starting value (``sparsity=0.5``). ``continuous``: update while a slider is dragged (default: unless the
     method needs data at its starting settings, i.e. trains or samples). ``mark``: the
     paper's setting of the first knob, drawn as a line labelled ``mark_label``.
     The returned widget (``ExploreWidget``) has ``.explorer`` (trail of visited points, update
     times) and ``.wait()``.
     """
-    explorer = Explorer(method, base, test, data, name, mark, mark_label, **fixed)
     controls = sliders_for(method, sliders, continuous=True)
+    for knob in [n for n in controls if n in fixed]:    # a slider's starting value
+        controls[knob].value = fixed.pop(knob)
+    explorer = Explorer(method, base, test, data, name, mark, mark_label, **fixed)
     return interactive_for(explorer, method, controls, fixed, continuous)
 
 
