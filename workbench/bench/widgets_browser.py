@@ -24,10 +24,10 @@ TARGET_P95_S = 1.0
 
 # lesson -> (a text of the widget's cell, the label of the slider moved, whether it retrains)
 LESSONS = {
-    "00_tour.ipynb": ('explore(wb.Magnitude, base, test_small, name="lenet300")\n',
-                      "sparsity", False),
+    "00_tour.ipynb": ("widget = explore(wb.Magnitude, base, test_small", "sparsity", False),
     "01_pruning.ipynb": ('sliders=["fraction"]', "fraction", False),
-    "02_quantization.ipynb": ('sliders=["budget"]', "budget", False),
+    "02a_quantization_codebooks.ipynb": ('sliders=["budget"]', "budget", False),
+    "02b_quantization_lowbit_int8.ipynb": ('sliders=["weight_bits"]', "weight_bits", True),
     "03_deep_compression.ipynb": ("knobs = explore(chain", "prune.magnitude.sparsity", False),
     "04_binary.ipynb": ('lesson04_widget("binary.abc")', "M", False),
     "05_lowrank.ipynb": ("explore_rank(SVD", "rank", False),
