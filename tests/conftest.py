@@ -60,6 +60,17 @@ def mnist_test_small(mnist_test):
 
 
 @pytest.fixture(scope="session")
+def lenet300_bases(mnist_test):
+    """The survey's base reports for cells on LeNet-300-100: its report on 200 test images
+    (the ``test_images`` the survey tests pass), keyed by zoo name."""
+    from workbench import measure, zoo
+    if "lenet300" not in zoo.manifest():
+        pytest.skip("no lenet300 checkpoint")
+    return {"lenet300": measure.report(zoo.pretrained("lenet300"), mnist_test.subset(200, seed=0),
+                                       "lenet300", latency=False)}
+
+
+@pytest.fixture(scope="session")
 def mnist_train_small():
     """A stratified subset of 512 MNIST training images (seed 0)."""
     return data.mnist("train").subset(512, seed=0)

@@ -123,13 +123,8 @@ def test_the_markdown_table_keeps_its_columns_with_the_pipe_inside_a_cell():
     assert "ours | paper" in html and "\\|" not in html
 
 
-def test_a_survey_row_on_a_zoo_model_carries_the_facts_and_reads_its_own_figures():
-    if "lenet300" not in zoo.manifest():
-        pytest.skip("no lenet300 checkpoint")
-    from workbench import data, measure
-    test = data.load("mnist", "test").subset(200, seed=0)
-    bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
-                                        latency=False)}
+def test_a_survey_row_on_a_zoo_model_carries_the_facts_and_reads_its_own_figures(lenet300_bases):
+    bases = lenet300_bases        # conftest: skips without the checkpoint
     [row], _ = survey.method_rows(bases, smoke=True, ids=["prune.magnitude"], test_images=200,
                                   latency=False)
     assert row["paper"] == {"facts": [], "not_comparable": None}

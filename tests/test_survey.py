@@ -30,15 +30,11 @@ def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
     assert html.count("data:image/png;base64,") == 4
 
 
-def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change():
+def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change(lenet300_bases):
     # encode.sparse's row is its input, prune.iterative's network, stored sparse: decoded, it
     # computes every zero as the dense base computes its weights. Whatever the order of
     # measurement, the survey must not show it faster than its base (it once showed 1.31x).
-    if "lenet300" not in zoo.manifest():
-        pytest.skip("no lenet300 checkpoint")
-    test = data.load("mnist", "test").subset(200, seed=0)
-    bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
-                                        latency=False)}
+    bases = lenet300_bases        # conftest: skips without the checkpoint
     [row], counts = survey.method_rows(bases, smoke=True, ids=["encode.sparse"],
                                        test_images=200, latency=True)
     assert counts == {"computed": 1, "cached": 0}
@@ -51,12 +47,8 @@ def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_chang
     json.dumps(row)                             # the JSON file can hold it
 
 
-def test_a_lossless_encoding_runs_on_the_pruned_and_shared_network_it_is_for():
-    if "lenet300" not in zoo.manifest():
-        pytest.skip("no lenet300 checkpoint")
-    test = data.load("mnist", "test").subset(200, seed=0)
-    bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
-                                        latency=False)}
+def test_a_lossless_encoding_runs_on_the_pruned_and_shared_network_it_is_for(lenet300_bases):
+    bases = lenet300_bases
     [job] = survey.method_jobs(bases, smoke=True, ids=["encode.huffman"], test_images=200,
                                latency=False)
     assert [i for i, _ in job["input"]] == ["prune.iterative", "quant.kmeans"]
@@ -69,6 +61,7 @@ def test_a_lossless_encoding_runs_on_the_pruned_and_shared_network_it_is_for():
     assert row["input_bytes"] == given_bytes == len(codec.encode(given))
     assert row["bytes"] < given_bytes             # Huffman coding of the shared indices
     assert row["bytes_x_vs_input"] == round(given_bytes / row["bytes"], 3)
+    test = survey.test_set("mnist", 200)             # the images the cell evaluated on
     assert row["accuracy"] == measure.report(given, test, latency=False).accuracy  # lossless
     assert row["nonzeros_x"] > 5                  # the pruned network, not the dense one
 
@@ -183,18 +176,14 @@ def _root(job):
     return job["value"] ** 2
 
 
-def test_the_checkpoints_a_method_reads_are_in_its_cell_key():
+def test_the_checkpoints_a_method_reads_are_in_its_cell_key(lenet300_bases):
     # a retrained teacher or architecture must recompute the cells that read it
     assert workbench.METHODS["arch.mobilenet"]().checkpoints() == ("mobilenet",)
     assert workbench.METHODS["arch.mobilenet"](epochs=1).checkpoints() == ()
     assert workbench.METHODS["prune.iterative"](kd_teacher="lenet5").checkpoints() == ("lenet5",)
     assert workbench.METHODS["prune.iterative"](kd_teacher="input").checkpoints() == ()
-    if "lenet300" not in zoo.manifest():
-        pytest.skip("no lenet300 checkpoint")
-    test = data.load("mnist", "test").subset(50, seed=0)
-    bases = {"lenet300": measure.report(zoo.pretrained("lenet300"), test, "lenet300",
-                                        latency=False)}
-    [job] = survey.method_jobs(bases, smoke=False, ids=["prune.iterative"], test_images=50,
+    bases = lenet300_bases
+    [job] = survey.method_jobs(bases, smoke=False, ids=["prune.iterative"], test_images=200,
                                latency=False, overrides={"prune.iterative": {"kd_teacher": "lenet5"}})
     assert job["reads"] == {"lenet5": zoo.manifest()["lenet5"]["sha256"]}
     changed = {**zoo.manifest()["lenet5"], "sha256": "0" * 64}
