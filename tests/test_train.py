@@ -204,7 +204,7 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(mnist_train_small, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train.fit(parts, mnist_train_small, recipe, hooks=[StopAfter(1)], progress=False,
                   resume=state)
-    assert len(torch.load(state, weights_only=False)["history"]) == 1
+    assert len(torch.load(state, weights_only=True)["history"]) == 1   # plain data: safe to load
     torch.manual_seed(0)
     resumed = models.build("lenet300", dropout=0.5)          # a new process: fresh weights
     history = train.fit(resumed, mnist_train_small, recipe, progress=False, resume=state)
@@ -220,6 +220,19 @@ def test_a_state_saved_with_another_recipe_is_not_resumed(mnist_train_small, tmp
     history = train.fit(model, mnist_train_small, Recipe(**{**QUICK, "epochs": 1, "lr": 0.02}),
                         progress=False, resume=state)
     assert len(history) == 1 and "another recipe" in capsys.readouterr().err
+
+
+def test_a_state_file_that_cannot_be_read_is_named_and_the_run_starts_afresh(
+        mnist_train_small, tmp_path, capsys):
+    state = tmp_path / "run.pt"
+    train.fit(fresh(), mnist_train_small, Recipe(**{**QUICK, "epochs": 1}), progress=False,
+              resume=state)
+    state.write_bytes(state.read_bytes()[:1000])                 # a truncated copy
+    history = train.fit(fresh(), mnist_train_small, Recipe(**{**QUICK, "epochs": 1}),
+                        progress=False, resume=state)
+    assert len(history) == 1
+    assert f"{state}: cannot be read" in capsys.readouterr().err
+    assert len(torch.load(state, weights_only=True)["history"]) == 1    # written anew
 
 
 class BatchSizes(Hook):

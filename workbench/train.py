@@ -142,9 +142,9 @@ def fit(model: torch.nn.Module, train: Dataset, recipe: Recipe | None = None,
 
 def _restore(path: Path | None, recipe: Recipe, model, optimizer, scheduler) -> list[dict]:
     """The history saved in ``path`` after loading its state into the run; [] to start."""
-    if path is None or not path.exists():
+    state = _read_state(path)
+    if state is None:
         return []
-    state = torch.load(path, weights_only=False, map_location="cpu")   # our own file
     if state.get("recipe") != asdict(recipe):
         print(f"{path}: saved with another recipe; starting afresh", file=sys.stderr)
         return []
@@ -163,10 +163,25 @@ def _restore(path: Path | None, recipe: Recipe, model, optimizer, scheduler) -> 
 
 def saved_seconds(path: Path | None, recipe: Recipe) -> float:
     """Training seconds already spent by the run saved in ``path`` (0 if none or another)."""
-    if path is None or not Path(path).exists():
+    state = _read_state(path, quiet=True)
+    if state is None:
         return 0.0
-    state = torch.load(path, weights_only=False, map_location="cpu")
     return state.get("seconds", 0.0) if state.get("recipe") == asdict(recipe) else 0.0
+
+
+def _read_state(path: Path | None, quiet: bool = False) -> dict | None:
+    """The saved state of a run, or None (no file, or one that cannot be read: the run then
+    starts afresh and overwrites it after its first epoch). Tensors and plain data only
+    (``weights_only``): these files may come with a clone of the repository."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:       # truncated, corrupt, or not ours
+        if not quiet:
+            print(f"{path}: cannot be read ({type(error).__name__}: {error}); starting afresh",
+                  file=sys.stderr)
+        return None
 
 
 def _save_state(path: Path, recipe: Recipe, model, optimizer, scheduler, history,
