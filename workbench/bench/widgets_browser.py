@@ -25,7 +25,9 @@ TARGET_P95_S = 1.0
 # lesson -> (a text of the widget's cell, the label of the slider moved, whether it retrains)
 LESSONS = {
     "00_tour.ipynb": ("widget = explore(wb.Magnitude, base, test_small", "sparsity", False),
-    "01_pruning.ipynb": ('sliders=["fraction"]', "fraction", False),
+    "01a_pruning_weights.ipynb": ("widget = explore(wb.Magnitude, lenet300", "sparsity", False),
+    "01b_pruning_structure.ipynb": ('widget = explore(wb.METHODS["prune.activity"]', "fraction",
+                                    False),
     "02a_quantization_codebooks.ipynb": ('sliders=["budget"]', "budget", False),
     "02b_quantization_lowbit_int8.ipynb": ('sliders=["weight_bits"]', "weight_bits", True),
     "03_deep_compression.ipynb": ("knobs = explore(chain", "prune.magnitude.sparsity", False),
