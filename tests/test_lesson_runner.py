@@ -3,6 +3,7 @@ pages whose widgets are shown as the run left them (controls' values, tables, fi
 from __future__ import annotations
 
 import base64
+import os
 import re
 
 import nbformat
@@ -44,19 +45,22 @@ def test_lessons_are_chosen_by_number_or_name_and_a_wrong_name_lists_them(tmp_pa
 def test_the_html_page_shows_the_widget_as_the_run_left_it(tmp_path, monkeypatch):
     if "lenet300" not in zoo.manifest():
         pytest.skip("no lenet300 checkpoint")
-    folder = lesson_folder(tmp_path, {"00_w.ipynb": ["import os\nprint('SMOKE', 'CI' in os.environ)",
-                                                     WIDGET_CELL]})
+    folder = lesson_folder(tmp_path, {"00_w.ipynb": [
+        "import os\nprint('SMOKE', 'CI' in os.environ)", WIDGET_CELL,
+        "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"]})
     monkeypatch.setattr(lesson_runner, "NOTEBOOKS", folder)
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")          # as CI sets it: the kernel must not inherit it
     rows = lesson_runner.main(["00"], str(tmp_path / "out"), smoke=True)
     assert [(r["lesson"], r["mode"], r["widgets"]) for r in rows] == [("00_w", "smoke", 1)]
     page = (tmp_path / "out" / "00_w.html").read_text()
     assert "SMOKE True" in page                     # the kernel saw CI set
-    assert "CI" not in __import__("os").environ      # and this process is as it was
+    assert "CI" not in os.environ and os.environ["MPLBACKEND"] == "Agg"   # this process as it was
     assert re.search(r"<b>sparsity</b> = 0\.5</p>", page)          # the slider's value
     assert "prune.magnitude" in page and "ratios to base" in page   # the table and ratios
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert any(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)  # the figure
+    pngs = [i for i in images if base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n"]
+    assert len(pngs) == 2                 # the widget's figure, and plt.show()'s drawn inline
     assert "application/vnd.jupyter.widget-view+json" not in page   # no live view left
     executed = nbformat.read(str(tmp_path / "out" / "00_w.ipynb"), as_version=4)
     assert "widgets" in executed.metadata           # the notebook keeps the live state

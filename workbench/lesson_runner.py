@@ -47,10 +47,13 @@ def chosen(names, folder: Path | None = None) -> list[Path]:
 
 
 @contextmanager
-def smoke_environment(smoke: bool):
+def kernel_environment(smoke: bool):
     """The kernel inherits this process's environment: ``CI`` set for a smoke run, unset for a
-    full one (each lesson reads ``SMOKE = "CI" in os.environ``)."""
-    before = os.environ.get("CI")
+    full one (each lesson reads ``SMOKE = "CI" in os.environ``), and no ``MPLBACKEND`` (with
+    Agg, as CI sets it, ``plt.show()`` would leave the page without its figures; without it
+    the kernel draws them inline)."""
+    before = {name: os.environ.get(name) for name in ("CI", "MPLBACKEND")}
+    os.environ.pop("MPLBACKEND", None)
     if smoke:
         os.environ["CI"] = "1"
     else:
@@ -58,17 +61,18 @@ def smoke_environment(smoke: bool):
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("CI", None)
-        else:
-            os.environ["CI"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def execute(lesson: Path, executed: Path, smoke: bool) -> float:
     """Run ``lesson`` into ``executed`` (papermill, from the lessons' folder); seconds taken."""
     import papermill
     start = time.perf_counter()
-    with smoke_environment(smoke):
+    with kernel_environment(smoke):
         try:
             papermill.execute_notebook(str(lesson), str(executed), cwd=str(lesson.parent),
                                        kernel_name="python3", progress_bar=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullLocator
 import numpy as np
 import torch
 
@@ -42,6 +43,7 @@ def weight_histogram(ax, before: torch.Tensor, after: torch.Tensor, bins: int = 
     ax.stairs(np.histogram(after[after != 0], edges)[0], edges, color="C0", lw=1.5,
               label="kept (nonzero)")
     ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(NullLocator())   # a log axis's minor ticks: most of a redraw
     ax.set_xlabel("weight value")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
@@ -215,6 +217,7 @@ def spectrum_panels(left, right, spectrum: torch.Tensor, rank: int, layer: str,
         left.fill_between(index[rank:], s[rank:], s[-1], color="0.85")
     energy = float((spectrum[:rank] ** 2).sum() / (spectrum ** 2).sum())
     left.axvline(rank, color="k", ls=":")
+    left.yaxis.set_minor_locator(NullLocator())
     left.set_title(f"{layer}: singular values ({100 * energy:.1f}% of the energy kept)",
                    fontsize=9)
     left.set_xlabel("index")
