@@ -910,3 +910,358 @@ def stream_panels(dense, shared, layer: str):
     symbol_histogram(axes[2], streams["gaps"], 2 ** streams["index_bits"],
                      f"relative index (gap), {streams['index_bits']} bits")
     return fig, streams
+
+
+# ---- lesson 06 widgets
+# Issue 16: section 2's loss weighting and section 5.2's FSP stages as widgets updated in
+# place, and the lesson's longer cells (Hinton's table, the hint figure, the restoring arms,
+# paper vs ours) as functions, so that the notebook narrates.
+
+@torch.no_grad()
+def kd_logits(teacher, data, images: int = 256, width: int = 800, seed: int = 0):
+    """Section 2's inputs: (teacher logits, student logits, labels) of the first ``images``
+    images of ``data``; the student a fresh, untrained 2 x ``width`` MLP (seeded)."""
+    from .distill.base import build_student
+    from .train import seeded
+    x = data.normalize(data.images[:images])
+    with seeded(seed):
+        teacher_logits = teacher.eval()(x)
+        student_logits = build_student("mlp", width, 2, tuple(x.shape[1:]))(x)
+    return teacher_logits, student_logits, data.labels[:images]
+
+
+def kd_terms(student_logits, teacher_logits, labels, temperature: float) -> dict:
+    """The two terms of the KD loss at ``temperature``, by autograd on the student's logits:
+    the soft-target loss ``kd_loss`` (T^2 x KL) and the KL alone, the norms of their gradients,
+    and the norm of the hard-label cross-entropy's gradient (at T = 1, whatever T is)."""
+    from .distill.losses import kd_loss
+    z = student_logits.detach().clone().requires_grad_(True)
+    with_t2 = kd_loss(z, teacher_logits, temperature)
+    (grad,) = torch.autograd.grad(with_t2, z)
+    z = student_logits.detach().clone().requires_grad_(True)
+    (hard,) = torch.autograd.grad(torch.nn.functional.cross_entropy(z, labels), z)
+    t2 = temperature * temperature
+    return {"T": temperature, "KL": with_t2.item() / t2, "T^2 x KL": with_t2.item(),
+            "grad KL": grad.norm().item() / t2, "grad T^2 x KL": grad.norm().item(),
+            "grad hard": hard.norm().item()}
+
+
+def soft_share(soft: float, hard: float, weight: float) -> float:
+    """The soft term's part of the push: weight |g_soft| / (weight |g_soft| + (1 - weight)
+    |g_hard|), gradient norms of the two terms of the KD loss."""
+    total = weight * soft + (1 - weight) * hard
+    return weight * soft / total if total else 0.0
+
+
+def kd_gradient_rows(student_logits, teacher_logits, temperatures) -> list[dict]:
+    """Section 2's table: the norm of d loss / d student logits without and with T^2 at each
+    T, and whether autograd's gradient of the KL term equals the hand formula (q - p) / T / B."""
+    from .distill.losses import kd_loss, soft_targets
+    rows = []
+    for t in temperatures:
+        z = student_logits.detach().clone().requires_grad_(True)
+        (with_t2,) = torch.autograd.grad(kd_loss(z, teacher_logits, t), z)
+        z = student_logits.detach().clone().requires_grad_(True)
+        (without,) = torch.autograd.grad(kd_loss(z, teacher_logits, t) / t ** 2, z)
+        by_hand = (soft_targets(student_logits, t) - soft_targets(teacher_logits, t)) / t / len(z)
+        rows.append({"T": t, "gradient norm, no T^2": f"{without.norm().item():.3e}",
+                     "gradient norm, with T^2": f"{with_t2.norm().item():.3e}",
+                     "autograd = (q - p) / T": torch.allclose(without, by_hand, atol=1e-9)})
+    return rows
+
+
+class KDWeightExplorer:
+    """The state behind ``explore_kd_weighting``: the KD loss's terms on fixed logits over a
+    grid of T (computed once), one figure of three panels drawn once (the loss, its gradient,
+    the soft term's share of the push at the soft share ``weight``) whose markers and share
+    curves move, and a table of the figures at the chosen T and weight. ``trail`` keeps
+    every point shown."""
+
+    def __init__(self, teacher_logits, student_logits, labels, mark: float | None = None,
+                 mark_label: str = "", low: float = 1.0, high: float = 100.0):
+        self.t_logits, self.s_logits, self.labels = teacher_logits, student_logits, labels
+        self.grid = np.geomspace(low, high, 61)
+        self.curve = [kd_terms(student_logits, teacher_logits, labels, t) for t in self.grid]
+        self.trail: list[dict] = []
+        self.fig, (loss_ax, grad_ax, self.share_ax) = plt.subplots(
+            1, 3, figsize=(12, 3.4), layout="constrained")
+        plt.close(self.fig)
+        c = {k: [r[k] for r in self.curve] for k in self.curve[0]}
+        loss_ax.loglog(self.grid, c["KL"], color="C0", label="KL alone")
+        loss_ax.loglog(self.grid, c["T^2 x KL"], color="C1", label="T^2 x KL (kd_loss)")
+        loss_ax.set_ylabel("soft-target loss (batch mean)")
+        grad_ax.loglog(self.grid, c["grad KL"], color="C0", label="KL alone")
+        grad_ax.loglog(self.grid, c["grad T^2 x KL"], color="C1", label="T^2 x KL (kd_loss)")
+        grad_ax.loglog(self.grid, c["grad KL"][-1] * (high / self.grid) ** 2, "k:", lw=0.8,
+                       label="slope 1/T^2")
+        grad_ax.axhline(c["grad hard"][0], color="0.5", ls="--", lw=1, label="hard labels (CE)")
+        grad_ax.set_ylabel("norm of d loss / d student logits")
+        grad_ax.set_ylim(min(c["grad KL"]) / 2, 2 * max(c["grad T^2 x KL"] + c["grad hard"]))
+        (self.share_without,) = self.share_ax.semilogx(self.grid, self.grid * 0, color="C0",
+                                                       label="KL alone")
+        (self.share_with,) = self.share_ax.semilogx(self.grid, self.grid * 0, color="C1",
+                                                    label="T^2 x KL (kd_loss)")
+        self.weight_line = self.share_ax.axhline(0, color="0.5", ls="--", lw=1,
+                                                 label="the soft share asked for")
+        self.share_ax.set_ylim(0, 1)
+        self.share_ax.set_ylabel("soft term's share of the push")
+        self.markers = []
+        for ax, keys in ((loss_ax, ("KL", "T^2 x KL")), (grad_ax, ("grad KL", "grad T^2 x KL")),
+                         (self.share_ax, ("without", "with"))):
+            if mark is not None:
+                ax.axvline(mark, color="k", ls=":", lw=1.2,
+                           label=mark_label or f"T = {mark:g}")
+            (marker,) = ax.plot([], [], "o", color="C3", ms=6, label="this T")
+            self.markers.append((marker, keys))
+            ax.set_xlabel("temperature T")
+            ax.legend(fontsize=7)
+        self.share_ax.set_title(" ", fontsize=9)
+        self.fig.draw_without_rendering()
+        self.fig.set_layout_engine("none")
+        self.table, self.plot = w.HTML(), figure_image(self.fig)
+        self.table.add_class("wb-table")
+        self._weight = None
+
+    def update(self, temperature: float, weight: float):
+        point = kd_terms(self.s_logits, self.t_logits, self.labels, temperature)
+        point["weight"] = weight
+        point["without"] = soft_share(point["grad KL"], point["grad hard"], weight)
+        point["with"] = soft_share(point["grad T^2 x KL"], point["grad hard"], weight)
+        if weight != self._weight:          # the share curves depend on the weight only
+            self.share_without.set_ydata([soft_share(r["grad KL"], r["grad hard"], weight)
+                                          for r in self.curve])
+            self.share_with.set_ydata([soft_share(r["grad T^2 x KL"], r["grad hard"], weight)
+                                       for r in self.curve])
+            self.weight_line.set_ydata([weight, weight])
+            self._weight = weight
+        for marker, keys in self.markers:
+            marker.set_data([temperature] * 2, [point[k] for k in keys])
+        self.share_ax.set_title(f"soft share {weight:.2f}, T = {temperature:.3g}: "
+                                f"{100 * point['with']:.0f}% with T^2, "
+                                f"{100 * point['without']:.0f}% without", fontsize=9)
+        self.table.value = html_table([{
+            "T": round(temperature, 3), "KL": f"{point['KL']:.3e}",
+            "T^2 x KL (kd_loss)": f"{point['T^2 x KL']:.3e}",
+            "|grad| KL": f"{point['grad KL']:.3e}", "|grad| T^2 x KL": f"{point['grad T^2 x KL']:.3e}",
+            "|grad| hard CE": f"{point['grad hard']:.3e}",
+            "soft share of the push, no T^2": round(point["without"], 3),
+            "with T^2": round(point["with"], 3)}])
+        self.trail.append(point)
+        self.plot.value = png_of(self.fig)
+
+
+def explore_kd_weighting(teacher_logits, student_logits, labels, mark: float | None = None,
+                         mark_label: str = "", weight: float = 0.5, temperature: float = 1.0,
+                         low: float = 1.0, high: float = 100.0):
+    """Sliders T (log scale) and the soft share ``weight`` of the KD loss (1 - weight) CE +
+    weight T^2 KL, on fixed logits: the soft-target loss and its gradient against T with and
+    without T^2, and the soft term's share of the push, redrawn in place while dragging (no
+    forward pass per move). ``mark``: the paper's T. The widget has ``.explorer``."""
+    explorer = KDWeightExplorer(teacher_logits, student_logits, labels, mark, mark_label,
+                                low, high)
+    t_slider = w.FloatLogSlider(value=temperature, base=10, min=np.log10(low),
+                                max=np.log10(high), step=0.01, description="T",
+                                continuous_update=True, readout_format=".3g")
+    w_slider = w.FloatSlider(value=weight, min=0.0, max=1.0, step=0.05,
+                             description="soft share", continuous_update=True)
+    for slider in (t_slider, w_slider):
+        slider.observe(lambda change: explorer.update(t_slider.value, w_slider.value),
+                       names="value")
+    explorer.update(temperature, weight)
+    widget = w.VBox([w.HBox([t_slider, w_slider]), explorer.table, explorer.plot])
+    widget.add_class("wb-explore")
+    widget.explorer, widget.kwargs_widgets = explorer, [t_slider, w_slider]
+    return widget
+
+
+class FSPExplorer:
+    """The state behind ``explore_fsp``: every network's FSP matrices per stage and image
+    (computed once, on ``images`` test images), a stage menu and an image slider, and one
+    figure (the image, the teacher's matrix, each student's) redrawn in place."""
+
+    def __init__(self, method, teacher, students: dict, data, images: int = 16):
+        from .distill.hints import fsp_matrices
+        self.data = data.subset(min(images, len(data)), seed=0)
+        x = self.data.tensors()[0]
+        first = next(iter(students.values()))
+        self.stages, s_stages = method.stages(first, teacher, data.shape)
+        with torch.no_grad():
+            self.matrices = {"teacher": fsp_matrices(teacher.eval(), self.stages, x)}
+            for label, student in students.items():
+                self.matrices[label] = fsp_matrices(student.eval(), s_stages, x)
+        self.students = list(students)
+        self.trail: list[dict] = []
+        panels = 1 + len(self.matrices)
+        self.fig, self.axes = plt.subplots(1, panels, figsize=(3 * panels, 3.2),
+                                           width_ratios=(0.8, *[1] * (panels - 1)))
+        plt.close(self.fig)
+        self.fig.subplots_adjust(left=0.03, right=0.98, bottom=0.12, top=0.82, wspace=0.3)
+        self.table, self.plot = w.HTML(), figure_image(self.fig)
+        self.table.add_class("wb-table")
+
+    def distance(self, label: str, stage: int, image: int | None = None) -> float:
+        """||G_teacher - G_label||_F^2 at ``stage``: for one image, or the mean over all
+        (the method's ``fsp_loss`` of that stage)."""
+        d = (self.matrices[label][stage] - self.matrices["teacher"][stage]).pow(2).sum((1, 2))
+        return float(d.mean() if image is None else d[image])
+
+    def update(self, stage: int, image: int):
+        picture, *axes = self.axes
+        picture.clear()
+        picture.imshow(_image_of(self.data, image), cmap="gray")
+        picture.set_title(f"test image {image}, label {int(self.data.labels[image])}", fontsize=8)
+        picture.axis("off")
+        shown = {label: m[stage][image].numpy() for label, m in self.matrices.items()}
+        limit = max(float(np.abs(m).max()) for m in shown.values()) or 1.0
+        for ax, (label, matrix) in zip(axes, shown.items()):
+            ax.clear()
+            ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest",
+                      aspect="auto")
+            ax.set_title(label if label == "teacher" else
+                         f"{label}\n|G_t - G|^2 = {self.distance(label, stage, image):.3g}",
+                         fontsize=8)
+            ax.set_xlabel("output channel", fontsize=7)
+            ax.tick_params(labelsize=6)
+        axes[0].set_ylabel(f"input channel of {self.stages[stage]}", fontsize=7)
+        self.fig.suptitle(f"{self.stages[stage]}: {matrix.shape[0]} x {matrix.shape[1]} FSP "
+                          f"matrices of this image, colours from -{limit:.3g} to {limit:.3g}",
+                          fontsize=9)
+        rows = [{"student": label, "stage": self.stages[stage],
+                 "FSP distance, this image": round(self.distance(label, stage, image), 4),
+                 f"mean over the {len(self.data)} images": round(self.distance(label, stage), 4)}
+                for label in self.students]
+        self.table.value = html_table(rows)
+        self.trail.append({"stage": stage, "image": image, "rows": rows})
+        self.plot.value = png_of(self.fig)
+
+
+def explore_fsp(method, teacher, students: dict, data, images: int = 16):
+    """FSP matrices (``distill.fsp``'s stage pairs) of the teacher and of ``students`` (label
+    -> network of the method's student architecture) for one test image and one stage, chosen
+    by a menu and a slider; the matrices are computed once, a move only redraws. The widget
+    has ``.explorer``."""
+    explorer = FSPExplorer(method, teacher, students, data, images)
+    stage = w.Dropdown(options=[(name, i) for i, name in enumerate(explorer.stages)], value=0,
+                       description="stage")
+    image = w.IntSlider(value=0, min=0, max=len(explorer.data) - 1, description="image",
+                        continuous_update=True)
+    for control in (stage, image):
+        control.observe(lambda change: explorer.update(stage.value, image.value),
+                        names="value")
+    explorer.update(0, 0)
+    widget = w.VBox([w.HBox([stage, image]), explorer.table, explorer.plot])
+    widget.add_class("wb-explore")
+    widget.explorer, widget.kwargs_widgets = explorer, [stage, image]
+    return widget
+
+
+def hinton_errors(teacher, pair: dict, test) -> dict:
+    """Section 3: test errors of the teacher and of ``student_pair``'s two students
+    (accuracies on ``test``), as counts out of ``len(test)``."""
+    from .bench.distillation_kd import errors
+    return {"teacher": errors(teacher, test),
+            **{k: round((1 - pair[k]) * len(test)) for k in ("alone", "kd")}}
+
+
+def hinton_rows(ours: dict, images: int, soft_weight: float) -> list[dict]:
+    """Section 3's table: Hinton et al.'s test errors on MNIST's 10,000 images as error rates
+    (the library's ``bench.distillation_kd.PAPER_MNIST``) beside ours (``hinton_errors``) on
+    ``images`` test images, in the same unit."""
+    from .bench.distillation_kd import PAPER_MNIST
+    from .papers import MNIST_TEST_IMAGES
+    names = {"teacher": "teacher 784-1200-1200-10 (dropout, jittered)",
+             "alone": "student 784-800-800-10 alone",
+             "kd": f"student with KD (T = 20, soft share {soft_weight})"}
+    return [{"network": names[k], "our errors": f"{ours[k]} of {images:,}",
+             "our error %": round(100 * ours[k] / images, 2),
+             "paper errors": f"{PAPER_MNIST[k]} of {MNIST_TEST_IMAGES:,}",
+             "paper error %": round(100 * PAPER_MNIST[k] / MNIST_TEST_IMAGES, 2)}
+            for k in names]
+
+
+def hinton_summary(ours: dict, images: int) -> str:
+    """The share of the student's errors KD removed, ours and the paper's."""
+    from .bench.distillation_kd import PAPER_MNIST
+    removed = 1 - ours["kd"] / max(ours["alone"], 1)
+    paper = 1 - PAPER_MNIST["kd"] / PAPER_MNIST["alone"]
+    done = (f"removed {100 * removed:.0f}% of" if removed >= 0
+            else f"added {-100 * removed:.0f}% to")
+    return (f"errors out of {images:,} test images; KD {done} the student's errors (paper: "
+            f"removed {100 * paper:.0f}%; issue 12's target: 25% or more)")
+
+
+def hint_figure(teacher, stages: dict, data, index: int):
+    """Section 5.1's figure: six channels of the teacher's hint for image ``index`` and the
+    regressed guided layer of each ``hint_stage`` result in ``stages`` (label -> stage)."""
+    from .plots import hint_maps
+    maps = {}
+    for label, stage in stages.items():
+        hint, maps[label] = hint_pair(teacher, stage, data, index)
+    fig, axes = plt.subplots(1 + len(stages), 6, figsize=(10, 5), layout="constrained")
+    hint_maps(axes, {"teacher's hint": hint, **maps})
+    return fig
+
+
+def hint_loss_rows(teacher, stages: dict, test) -> list[dict]:
+    """The hint loss (``distill.hints.hint_error``) of each ``hint_stage`` result on ``test``."""
+    from .distill.hints import hint_error
+    return [{"student": label, "hint loss on the test images": round(hint_error(
+                s["student"], teacher, s["regressor"], s["guided"], s["hint"], test), 4)}
+            for label, s in stages.items()]
+
+
+def restore_comparison(steps_of, base, test, train, teacher: str) -> list[dict]:
+    """Section 6: ``pipeline.hybrid`` with ``steps_of(None)`` (labels only) and
+    ``steps_of(teacher)`` (every retraining with the teacher), each applied to ``base`` and
+    measured on ``test``, then the dense ``base`` itself."""
+    hybrid = METHODS["pipeline.hybrid"]
+    rows = []
+    for label, kd in (("labels only", None), (f"with the dense {teacher} as teacher", teacher)):
+        _, row = measured(hybrid(steps=steps_of(kd)), base, test, data=train, label=label)
+        rows.append({"retraining": label, "accuracy": row["accuracy"],
+                     "error %": round(100 * (1 - row["accuracy"]), 2),
+                     "file bytes": row["file bytes"], "seconds": row["seconds"]})
+    accuracy = evaluate(base, test)
+    rows.append({"retraining": f"dense {teacher} (the start)", "accuracy": round(accuracy, 4),
+                 "error %": round(100 * (1 - accuracy), 2), "file bytes": len(codec.encode(base))})
+    return rows
+
+
+def distill_paper_rows(hinton: dict, images: int, fitnets: dict, fsp: list[dict],
+                       restore: list[dict], settings: dict, quoted: dict) -> list[dict]:
+    """Section 7: the papers' figures beside ours. Hinton et al.'s from
+    ``bench.distillation_kd.PAPER_MNIST``, Romero et al.'s MNIST steps from ``papers.FACTS``,
+    the others from the lesson's own quotes, ``quoted["fitnets teacher"]`` (text) and
+    ``quoted["CIFAR-10 FitNet1"]`` (text, source); ``hinton``: our
+    errors (``hinton_errors``), ``fitnets``: label -> our error %, ``fsp`` and ``restore``:
+    the rows of sections 5.2 and 6, ``settings``: id -> how ours were trained."""
+    from .bench.distillation_kd import PAPER_MNIST, PAPER_SOURCE
+    from .papers import MNIST_TEST_IMAGES, facts
+    fit = {f.label: f for f in facts("distill.fitnets")}
+    pct = lambda n, of: f"{100 * n / of:.2f}%"      # noqa: E731
+    rows = [
+        {"id": "distill.kd", "experiment": "MNIST 784-800-800-10 student, alone -> KD (T = 20)",
+         "paper": f"{pct(PAPER_MNIST['alone'], MNIST_TEST_IMAGES)} -> "
+                  f"{pct(PAPER_MNIST['kd'], MNIST_TEST_IMAGES)} error (teacher "
+                  f"{pct(PAPER_MNIST['teacher'], MNIST_TEST_IMAGES)}; "
+                  f"{PAPER_MNIST['alone']} -> {PAPER_MNIST['kd']} errors of {MNIST_TEST_IMAGES:,})",
+         "source": PAPER_SOURCE,
+         "ours": f"{pct(hinton['alone'], images)} -> {pct(hinton['kd'], images)} (teacher "
+                 f"{pct(hinton['teacher'], images)}; {hinton['alone']} -> {hinton['kd']} errors "
+                 f"of {images:,}), {settings['distill.kd']}"},
+        {"id": "distill.fitnets", "experiment": "MNIST ~30K-parameter student, alone -> KD -> hints",
+         "paper": f"{fit['KD'].baseline:.2f}% -> {fit['KD'].value:.2f}% -> {fit['hints'].value:.2f}%"
+                  f" error ({quoted['fitnets teacher']})", "source": fit["hints"].source,
+         "ours": f"{fitnets['alone']}% -> {fitnets['KD']}% -> {fitnets['hints + KD']}% "
+                 f"(LeNet-5 teacher, {settings['distill.fitnets']})"},
+        {"id": "distill.fitnets", "experiment": "CIFAR-10 FitNet1",
+         "paper": quoted["CIFAR-10 FitNet1"][0], "source": quoted["CIFAR-10 FitNet1"][1],
+         "ours": "not run (needs a wider teacher)"},
+        {"id": "distill.fsp", "experiment": "CIFAR-10 ResNet-8 student of ResNet-20",
+         "paper": "-", "source": "not checked at the source: none printed",
+         "ours": " / ".join(f"{r['student (ResNet-8, widths 16-32-64)']}: {r['accuracy']}"
+                            for r in fsp)},
+        {"id": "kd_teacher", "experiment": "LeNet-5 pruned 95% + 2-bit shared weights",
+         "paper": "-", "source": "no published figure (issue 12's own comparison)",
+         "ours": " / ".join(f"{r['retraining']}: {r['error %']}%" for r in restore[:2])}]
+    return rows
