@@ -1,8 +1,5 @@
 """Lessons 00 and 03's exercises: each solution passes its check, the lesson's stub is "not
 attempted yet", and a typical mistake is caught with a message that names it."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,21 +7,11 @@ from workbench import codec, zoo
 from workbench.exercises import lesson00, lesson03
 from workbench.measure import count_params
 
-ROOT = Path(__file__).resolve().parents[1]
+from exercise_lab import solution, stub
+
 
 pytestmark = pytest.mark.skipif(not {"lenet300", "lenet5", "resnet20"} <= set(zoo.manifest()),
                                 reason="needs the zoo's lenet300, lenet5 and resnet20")
-
-
-def solution(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "solutions" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def stub(*args):
-    raise NotImplementedError
 
 
 @pytest.mark.parametrize("check, name", [

@@ -1,27 +1,14 @@
 """Lesson 02a / 02b exercises: each solution passes its check, the lesson's stub counts as not
 attempted, and a typical mistake fails with a message that names it."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from workbench.exercises import lesson02a, lesson02b
 
+from exercise_lab import solution as solution_module
+from exercise_lab import stub
 
-def _solutions(name):
-    path = Path(__file__).resolve().parents[1] / "solutions" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"solutions_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-A, B = _solutions("lesson02a"), _solutions("lesson02b")
-
-
-def stub(*args):
-    raise NotImplementedError
+A, B = solution_module("lesson02a"), solution_module("lesson02b")
 
 
 @pytest.mark.parametrize("check, solution", [

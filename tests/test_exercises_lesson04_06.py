@@ -1,26 +1,12 @@
 """Lessons 04, 05 and 06's exercises: each solution passes its check, the lesson's stub is "not
 attempted yet", and a typical mistake is caught with a message that names it."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from workbench.exercises import lesson04, lesson05, lesson06
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def solution(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "solutions" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def stub(*args):
-    raise NotImplementedError
+from exercise_lab import caught, solution, stub
 
 
 CHECKS = [(lesson04, "lesson04", "binarize"), (lesson04, "lesson04", "xnor_dot"),
@@ -40,13 +26,6 @@ def test_solution_passes(module, lesson, name, capsys):
 def test_stub_is_not_attempted(module, lesson, name, capsys):
     assert getattr(module, f"check_{name}")(stub) is None
     assert "not attempted yet" in capsys.readouterr().out
-
-
-def caught(check, function, capsys, *phrases):
-    assert check(function) is False
-    out = capsys.readouterr().out
-    for phrase in phrases:
-        assert phrase in out, out
 
 
 # ------------------------------------------------------------------ lesson 04

@@ -1,24 +1,15 @@
 """Lesson 07's exercises: each solution passes its check, the lesson's stub is "not attempted
 yet", and typical mistakes are caught with a message that names them."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from workbench.exercises import lesson07
 
-ROOT = Path(__file__).resolve().parents[1]
+from exercise_lab import caught, stub
+from exercise_lab import solution as solution_module
 
 
 def solution():
-    spec = importlib.util.spec_from_file_location("lesson07", ROOT / "solutions" / "lesson07.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def stub(*args):
-    raise NotImplementedError
+    return solution_module("lesson07")
 
 
 NAMES = ["separable_macs", "fire_params"]
@@ -34,13 +25,6 @@ def test_solution_passes(name, capsys):
 def test_stub_is_not_attempted(name, capsys):
     assert getattr(lesson07, f"check_{name}")(stub) is None
     assert "not attempted yet" in capsys.readouterr().out
-
-
-def caught(check, function, capsys, *phrases):
-    assert check(function) is False
-    out = capsys.readouterr().out
-    for phrase in phrases:
-        assert phrase in out, out
 
 
 def test_separable_without_the_depthwise_part_is_caught(capsys):
