@@ -31,7 +31,7 @@ LESSONS = {
     "02a_quantization_codebooks.ipynb": ('sliders=["budget"]', "budget", False),
     "02b_quantization_lowbit_int8.ipynb": ('sliders=["weight_bits"]', "weight_bits", True),
     "03_deep_compression.ipynb": ("knobs = explore(chain", "prune.magnitude.sparsity", False),
-    "04_binary.ipynb": ('lesson04_widget("binary.abc")', "M", False),
+    "04_binary.ipynb": ('lesson04_widget("binary.abc"', "M", False),
     "05_lowrank.ipynb": ("explore_rank(SVD", "rank", False),
     "06_distillation.ipynb": ("explore_temperature(", "temperature", False),
     "07_architectures.ipynb": ('explore_architecture("mobilenet"', "width", False),
