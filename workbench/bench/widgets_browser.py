@@ -33,7 +33,7 @@ LESSONS = {
     "03_deep_compression.ipynb": ("knobs = explore(chain", "prune.magnitude.sparsity", False),
     "04_binary.ipynb": ('lesson04_widget("binary.abc"', "M", False),
     "05_lowrank.ipynb": ("explore_rank(SVD", "rank", False),
-    "06_distillation.ipynb": ("explore_temperature(", "temperature", False),
+    "06_distillation.ipynb": ("explore_temperature(", "T", False),
     "07_architectures.ipynb": ('explore_architecture("mobilenet"', "width", False),
 }
 
