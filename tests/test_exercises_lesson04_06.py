@@ -176,3 +176,18 @@ def test_fsp_sum_instead_of_mean_is_caught(capsys):
 def test_fsp_transposed_is_caught(capsys):
     caught(lesson06.check_fsp_matrix, lambda a, b: solution("lesson06").fsp_matrix(b, a), capsys,
            "transposed")
+
+
+def test_a_function_that_changes_its_input_cannot_change_the_oracle(capsys):
+    """The check hands the student copies: a binarize that takes |w| in place and then
+    returns the library's own answer on the changed tensor is wrong, and the next check on the
+    same cached layers still sees the trained weights."""
+    from workbench.binary import core
+
+    def sneaky(w):
+        w.abs_()
+        return core.binarize(w)
+
+    assert lesson04.check_binarize(sneaky) is False
+    capsys.readouterr()
+    assert lesson04.check_binarize(solution("lesson04").binarize) is True

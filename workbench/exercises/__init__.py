@@ -7,12 +7,16 @@ wrong when it is: which input, what was expected and what came back. It returns 
 False (wrong) or None (not attempted: the function still raises ``NotImplementedError``, as the
 stub in the lesson does, so a lesson runs from top to bottom before the student starts).
 The solutions live outside the lessons and the library, in ``solutions/`` at the top of the
-repository; ``tests/test_exercises.py`` checks that each solution passes and that a typical
-mistake is caught with a useful message.
+repository; ``tests/test_exercises_*.py`` check that each solution passes and that a typical
+mistake is caught with a useful message. The student's function always gets copies of the
+inputs: one that changes its arguments in place cannot change the oracle's answer, nor the next
+case's input.
 """
 from __future__ import annotations
 
 from typing import Callable
+
+import torch
 
 PASS, FAIL, TODO = "\N{CHECK MARK}", "\N{BALLOT X}", "\N{HOURGLASS}"
 
@@ -40,13 +44,26 @@ def verdict(name: str, problems: list[str], passed: str) -> bool:
     return True
 
 
+def copied(value):
+    """``value`` with every tensor in it cloned (in tuples, lists and dicts), so the student's
+    function cannot change the judge's inputs. A tensor that requires grad is passed as is: the
+    check reads the gradient the function sends back to it."""
+    if isinstance(value, torch.Tensor) and not value.requires_grad:
+        return value.clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(copied(v) for v in value)
+    if isinstance(value, dict):
+        return {k: copied(v) for k, v in value.items()}
+    return value
+
+
 def run(name: str, function: Callable, cases: list[tuple[str, tuple, dict]],
         judge: Callable[[str, object, tuple, dict], str | None], passed: str) -> bool | None:
     """The common check: ``function`` on each case ``(label, args, kwargs)``; ``judge(label,
     result, args, kwargs)`` returns what is wrong with ``result`` (a sentence) or None."""
     problems = []
     for label, args, kwargs in cases:
-        ok, result = attempt(name, function, *args, **kwargs)
+        ok, result = attempt(name, function, *copied(args), **copied(kwargs))
         if not ok:
             if result.startswith(TODO):
                 print(result)
