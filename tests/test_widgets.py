@@ -164,3 +164,28 @@ def test_an_update_that_fails_says_so_in_the_widget_and_to_wait(lenet300, test_s
         widget.wait()
     assert "RuntimeError: out of memory" in explorer.table.value
     assert "sparsity" in explorer.table.value             # which move failed
+
+
+def test_a_starting_value_outside_the_slider_is_refused_by_name(lenet300, test_set):
+    # ipywidgets would clamp 1.5 to the slider's end without a word
+    with pytest.raises(ValueError, match=r"sparsity=1.5: allowed is 0 to 0.99"):
+        widgets.explore(Magnitude, lenet300, test_set, sparsity=1.5)
+    widget = widgets.explore(Magnitude, lenet300, test_set, sparsity=0.5)
+    assert widget.kwargs_widgets[0].value == 0.5 and widget.explorer.trail[0]["sparsity"] == 0.5
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_after_a_worker_dies_the_next_move_still_updates(lenet300, test_set):
+    widget = widgets.explore(Magnitude, lenet300, test_set)
+    explorer, compute = widget.explorer, widget.explorer.compute
+
+    def dies(**values):                      # not an Exception: escapes the update's handler
+        explorer.compute = compute
+        raise SystemExit("worker killed")
+
+    explorer.compute = dies
+    widget.kwargs_widgets[0].value = 0.5
+    widget.wait()                            # returns: the dead worker is not waited for
+    widget.kwargs_widgets[0].value = 0.6
+    widget.wait()
+    assert round(explorer.trail[-1]["sparsity"], 2) == 0.6

@@ -5,10 +5,14 @@
 (``"quant.kmeans.k"``): the ranges come from each step's own ``sliders``, the other settings
 from the object. The widget updates once on creation, so a headless notebook run (nbval,
 papermill) exercises the callback too, then on every move, in place: one table and one figure
-(a PNG of fixed size) whose contents are replaced, so the page neither blanks nor jumps. Moves are computed in a
-background thread, and the moves that arrive meanwhile collapse into one (the last), so a drag
-ends on its last value once. Methods that train or need data update on release
-(``continuous_update=False``); cheap ones while dragging.
+(a PNG of fixed size) whose contents are replaced, so the page neither blanks nor jumps.
+Moves are computed in a background thread, and the moves that arrive meanwhile collapse into
+one (the last), so a drag ends on its last value once. Methods that train or need data update
+on release (``continuous_update=False``); cheap ones while dragging.
+
+The background thread shares the process with the cells the student runs meanwhile: torch's
+global random state and thread count among them. A cell that needs reproducible random numbers
+or a timing should run when the widget is idle (``widget.wait()`` waits for it).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import html
 import io
 import threading
 import time
+import traceback
 
 import ipywidgets as w
 from matplotlib.figure import Figure
@@ -82,6 +87,11 @@ class Explorer:
         self.mark, self.mark_label = mark, mark_label
         self.base_report = report(base, test, name=name, latency=False)  # computed once
         self.base_weights = weights_of(base)
+        self.init_view()
+
+    def init_view(self):
+        """The trail, the view (table, ratios, figure) and the background update's state: what
+        every explorer has, whatever it computes."""
         self.trail: list[dict] = []
         self.seconds: list[float] = []
         self.fig = Figure(figsize=self.figsize, dpi=self.dpi)
@@ -141,18 +151,23 @@ class Explorer:
                 self._worker.start()
 
     def _drain(self):
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    values, self._pending = self._pending, None
+                    if values is None:         # under the lock: a move now starts a worker
+                        self._worker = None
+                        return
+                try:
+                    self.update(**values)
+                except Exception as error:      # shown in the widget: a thread cannot raise
+                    self.error = error
+                    self.table.value = (f"<pre style='color:#a00'>update at {values} failed:\n"
+                                        f"{html.escape(traceback.format_exc())}</pre>")
+        finally:            # died of something else: the next move starts a new worker
             with self._lock:
-                values, self._pending = self._pending, None
-                if values is None:
+                if self._worker is threading.current_thread():
                     self._worker = None
-                    return
-            try:
-                self.update(**values)
-            except Exception as error:      # shown in the widget: a thread cannot raise to it
-                self.error = error
-                self.table.value = (f"<pre style='color:#a00'>update at {values} failed: "
-                                    f"{type(error).__name__}: {html.escape(str(error))}</pre>")
 
     def wait(self, timeout: float = 600.0):
         """Block until the pending updates are drawn (tests, scripts); re-raise an update's
@@ -161,10 +176,10 @@ class Explorer:
         while True:
             with self._lock:
                 worker = self._worker
-            if worker is None:
+            if worker is None or not worker.is_alive():
                 break
             worker.join(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
+            if worker.is_alive() and time.monotonic() >= deadline:
                 raise TimeoutError(f"the widget's update did not finish in {timeout} s")
         if self.error is not None:
             error, self.error = self.error, None
@@ -208,6 +223,22 @@ def sliders_for(method, names=None, continuous: bool = True) -> dict[str, w.Widg
     return {n: _slider(n, *declared[n][3:], *declared[n][:3], continuous) for n in names}
 
 
+def start_at(control, name: str, value):
+    """Set a control's starting value, refusing one outside its range or options (ipywidgets
+    would clamp it to the nearest end without a word)."""
+    options = getattr(control, "options", None)
+    if options is not None:
+        if value not in options:
+            raise ValueError(f"{name}={value!r}: allowed: {', '.join(map(repr, options))}")
+    else:
+        low, high = control.min, control.max
+        if isinstance(control, w.FloatLogSlider):        # its min and max are exponents
+            low, high = control.base ** low, control.base ** high
+        if not low <= value <= high:
+            raise ValueError(f"{name}={value}: allowed is {low:g} to {high:g}, the slider's range")
+    control.value = value
+
+
 def _slider(name: str, value, low, high, step, continuous: bool):
     """An IntSlider for a count (low, high and step all ints, e.g. k), else a FloatSlider."""
     # ipywidgets needs keyword names without dots; the description shows the full name.
@@ -225,15 +256,16 @@ def explore(method, base, test, data=None, sliders=None, name: str = "base",
     ``method``: a method class, or a method object (a ``pipeline.Hybrid``: sliders named
     ``"<step id>.<field>"``). ``sliders`` names the knobs to expose (default: the first
     declared one); ``fixed`` sets other hyperparameters, e.g. ``explore(Magnitude, m, t,
-    scope="global")``, or a slider's starting value (``sparsity=0.5``). ``continuous``: update while a slider is dragged (default: unless the
-    method needs data at its starting settings, i.e. trains or samples). ``mark``: the
+    scope="global")``, or a slider's starting value (``sparsity=0.5``, within its range).
+    ``continuous``: update while a slider is dragged (default: unless the method needs data at
+    its starting settings, i.e. trains or samples). ``mark``: the
     paper's setting of the first knob, drawn as a line labelled ``mark_label``.
     The returned widget (``ExploreWidget``) has ``.explorer`` (trail of visited points, update
     times) and ``.wait()``.
     """
     controls = sliders_for(method, sliders, continuous=True)
     for knob in [n for n in controls if n in fixed]:    # a slider's starting value
-        controls[knob].value = fixed.pop(knob)
+        start_at(controls[knob], knob, fixed.pop(knob))
     explorer = Explorer(method, base, test, data, name, mark, mark_label, **fixed)
     return interactive_for(explorer, method, controls, fixed, continuous)
 

@@ -9,7 +9,7 @@ import ipywidgets as w
 import torch
 
 from ..measure import html_table, report
-from ..widgets import Explorer, figure_image, png_of, sliders_for
+from ..widgets import Explorer, png_of, sliders_for, start_at
 
 
 def layer_kind(module) -> str:
@@ -159,15 +159,8 @@ class ArchitectureExplorer(Explorer):
     visited. Moves are computed in a background thread (``Explorer.request``)."""
 
     def __init__(self, name: str, fixed: dict | None = None, min_run_time: float = 0.05):
-        import threading
-
-        from matplotlib.figure import Figure
         self.name, self.fixed, self.min_run_time = name, dict(fixed or {}), min_run_time
-        self.trail, self.seconds = [], []
-        self.fig = Figure(figsize=self.figsize, dpi=self.dpi)
-        self.table, self.ratios, self.plot = w.HTML(), w.HTML(), figure_image(self.fig)
-        self.table.add_class("wb-table")
-        self._lock, self._pending, self._worker, self.error = threading.Lock(), None, None, None
+        self.init_view()          # no base network to measure: only the view and the trail
 
     def compute(self, **values) -> dict:
         row = architecture_figures(self.name, {**self.fixed, **values}, self.min_run_time)
@@ -232,7 +225,7 @@ def explore_architecture(name: str, sliders=None, values: dict | None = None,
     else:
         controls = sliders_for(method, sliders, continuous=True)
     for knob, value in (values or {}).items():
-        controls[knob].value = value
+        start_at(controls[knob], knob, value)
     explorer = ArchitectureExplorer(name, fixed, min_run_time)
     widget = ExploreWidget(explorer, controls)
     explorer.update(**widget.values())

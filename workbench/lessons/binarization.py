@@ -12,7 +12,8 @@ from ..domains import Choice, Flag, domain_of
 from ..measure import html_table, report
 from ..method import layers_of
 from ..plots import precision_panels, weights_of
-from ..widgets import Explorer, figure_image, interactive_for, knobs, png_of, sliders_for
+from ..widgets import (Explorer, figure_image, interactive_for, knobs, png_of, sliders_for,
+                       start_at)
 from .common import measured
 
 
@@ -86,7 +87,7 @@ def explore_binary(method, base, test, data=None, sliders=None, name: str = "bas
                                  mark_label=mark_label, **fixed)
     controls = {n: _control(method, n, fixed, True) for n in names}
     for n, value in first.items():
-        controls[n].value = value
+        start_at(controls[n], n, value)
     return interactive_for(explorer, method, controls, fixed, continuous)
 
 
