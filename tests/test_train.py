@@ -227,12 +227,14 @@ def test_a_state_file_that_cannot_be_read_is_named_and_the_run_starts_afresh(
     state = tmp_path / "run.pt"
     train.fit(fresh(), mnist_train_small, Recipe(**{**QUICK, "epochs": 1}), progress=False,
               resume=state)
-    state.write_bytes(state.read_bytes()[:1000])                 # a truncated copy
+    truncated = state.read_bytes()[:1000]
+    state.write_bytes(truncated)
     history = train.fit(fresh(), mnist_train_small, Recipe(**{**QUICK, "epochs": 1}),
                         progress=False, resume=state)
     assert len(history) == 1
     assert f"{state}: cannot be read" in capsys.readouterr().err
     assert len(torch.load(state, weights_only=True)["history"]) == 1    # written anew
+    assert (tmp_path / "run.pt.unreadable").read_bytes() == truncated   # and nothing lost
 
 
 class BatchSizes(Hook):

@@ -80,6 +80,12 @@ def execute(lesson: Path, executed: Path, smoke: bool) -> float:
             raise LessonFailed(f"{lesson.name} failed at cell {error.exec_count}: "
                                f"{error.ename}: {error.evalue}; the notebook as far as it ran "
                                f"is {executed}") from None
+        except Exception as error:
+            # the kernel died, timed out or could not start: the lesson's run, not our bug
+            if not type(error).__module__.startswith(("papermill", "nbclient", "jupyter_client")):
+                raise
+            raise LessonFailed(f"{lesson.name}: the kernel stopped ({type(error).__name__}: "
+                               f"{error}); the notebook as far as it ran is {executed}") from None
     return time.perf_counter() - start
 
 

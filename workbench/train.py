@@ -170,17 +170,19 @@ def saved_seconds(path: Path | None, recipe: Recipe) -> float:
 
 
 def _read_state(path: Path | None, quiet: bool = False) -> dict | None:
-    """The saved state of a run, or None (no file, or one that cannot be read: the run then
-    starts afresh and overwrites it after its first epoch). Tensors and plain data only
-    (``weights_only``): these files may come with a clone of the repository."""
+    """The saved state of a run, or None (no file, or one that cannot be read: it is moved
+    aside to ``<name>.unreadable``, not overwritten, and the run starts afresh). Tensors and
+    plain data only (``weights_only``): these files may come with a clone of the repository."""
     if path is None or not Path(path).exists():
         return None
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:       # truncated, corrupt, or not ours
         if not quiet:
-            print(f"{path}: cannot be read ({type(error).__name__}: {error}); starting afresh",
-                  file=sys.stderr)
+            aside = Path(path).with_name(Path(path).name + ".unreadable")
+            os.replace(path, aside)
+            print(f"{path}: cannot be read ({type(error).__name__}: {error}); moved to "
+                  f"{aside}, starting afresh", file=sys.stderr)
         return None
 
 

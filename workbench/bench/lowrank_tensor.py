@@ -165,8 +165,8 @@ def target_row(row: dict, layouts=LAYOUTS, batches=(1, 64)) -> dict:
                               <= LATENCY_TOLERANCE for b in batches) for layout in layouts}
     met_in = [layout for layout, met in per_layout.items() if met]
     return {**row, "target": f">= {MAC_TARGET:g}x fewer conv MACs within {ACCURACY_POINTS:g} "
-            f"point; latency ratio within {LATENCY_TOLERANCE:.0%} of the MAC ratio (b1 and "
-            "b64, in one layout)",
+            f"point after {row['settings']['epochs']} fine-tune epoch(s); latency ratio within "
+            f"{LATENCY_TOLERANCE:.0%} of the MAC ratio (b1 and b64, in one layout)",
             "met_accuracy": accuracy_met,
             **{f"met_latency_{layout}": met for layout, met in per_layout.items()},
             "met_latency": bool(met_in), "latency_judged_in": met_in[0] if met_in else "-",
