@@ -121,9 +121,14 @@ def integer_layer(layer, x: torch.Tensor, wq: torch.Tensor, w_scale: torch.Tenso
 
 
 def output_qparams(y: torch.Tensor) -> tuple[float, int]:
-    """(scale, zero point) of uint8 codes covering ``y``'s range (min-max, as calibration)."""
-    scale = float(y.max() - y.min()) / 255
-    return scale, int(round(-float(y.min()) / scale))
+    """(scale, zero point) of uint8 codes covering ``y``, as ``quant.int8``'s calibration
+    computes them: torch.ao's ``MinMaxObserver``, whose range always holds 0 (so 0 is exact and
+    the zero point stays within 0..255) and which never divides by a zero range."""
+    from torch.ao.quantization import MinMaxObserver
+    observer = MinMaxObserver(dtype=torch.quint8)
+    observer(y)
+    scale, zero_point = observer.calculate_qparams()
+    return float(scale), int(zero_point)
 
 
 def onnx_speed(name: str, train, test, method, pairs: int, block_time: float,
