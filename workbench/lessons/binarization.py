@@ -14,7 +14,7 @@ from ..method import layers_of
 from ..plots import precision_panels, weights_of
 from ..widgets import (Explorer, figure_image, interactive_for, knobs, png_of, sliders_for,
                        start_at)
-from .common import measured
+from .common import measured, paper_rows
 
 
 PRECISION_COLUMNS = {"float_macs": "float MACs", "binary_ops": "binary ops",
@@ -491,11 +491,4 @@ def binary_paper_rows(ours: dict, quoted: dict = BINARY_QUOTED) -> list[dict]:
     """Section 8: every id of the catalogue's binary family, with the catalogue's paper target
     and the ``quoted`` figure (each a row; "-" when neither), beside ``ours[id]``."""
     from .. import catalogue
-    rows = []
-    for e in map(catalogue.by_id, catalogue.family_ids("binary")):
-        papers = ([(e.paper_target, "catalogue")] if e.paper_target else []) + \
-                 ([quoted[e.id]] if e.id in quoted else [])
-        for paper, source in papers or [("-", "no figure in the catalogue")]:
-            rows.append({"id": e.id, "reference": e.reference, "paper": paper, "source": source,
-                         "ours (this notebook)": ours.get(e.id, "not measured in this lesson")})
-    return rows
+    return paper_rows(catalogue.family_ids("binary"), quoted, ours, every_id=True)

@@ -72,3 +72,21 @@ def weight_ratio(report) -> float:
 def kept_by_layer(report) -> str:
     """The percentage of weights each layer keeps, "66.0 / 12.0 / ..."."""
     return " / ".join(f"{100 * row['nonzeros'] / row['params']:.1f}" for row in report.layers)
+
+
+def paper_rows(ids, quoted: dict, ours: dict, every_id: bool = False) -> list[dict]:
+    """"Paper vs ours" for catalogue ``ids``: a row for the catalogue's ``paper_target`` and one
+    for ``quoted[id]`` = (the source's words, source), each beside ``ours[id]``. An id with
+    neither is left out, or (``every_id``) shown with "-"."""
+    from .. import catalogue
+    rows = []
+    for entry in map(catalogue.by_id, ids):
+        found = ([(entry.paper_target, "catalogue")] if entry.paper_target else []) + \
+                ([quoted[entry.id]] if entry.id in quoted else [])
+        if not found and every_id:
+            found = [("-", "no figure in the catalogue")]
+        for paper, source in found:
+            rows.append({"id": entry.id, "reference": entry.reference, "paper": paper,
+                         "source": source,
+                         "ours (this notebook)": ours.get(entry.id, "not measured in this lesson")})
+    return rows

@@ -13,7 +13,7 @@ from ..plots import spectrum_panels
 from ..train import evaluate
 from ..widgets import (Explorer, figure_image, interactive_for, knobs, png_of, sliders_for,
                        start_at)
-from .common import measured
+from .common import measured, paper_rows
 
 
 class SpectrumExplorer(Explorer):
@@ -266,17 +266,10 @@ def perforation_marks() -> list[tuple[float, str]]:
 
 
 def lowrank_paper_rows(ours: dict, quoted: dict = LOWRANK_QUOTED) -> list[dict]:
-    """Section 8: every id of the catalogue's lowrank family with the catalogue's paper target
+    """Section 8: every id of the catalogue's lowrank family, with the catalogue's paper target
     and the ``quoted`` figure (each a row; "-" when neither), beside ``ours[id]``."""
     from .. import catalogue
-    rows = []
-    for e in map(catalogue.by_id, catalogue.family_ids("lowrank")):
-        found = ([(e.paper_target, "catalogue")] if e.paper_target else []) + \
-                ([quoted[e.id]] if e.id in quoted else [])
-        for paper, source in found or [("-", "no figure in the catalogue")]:
-            rows.append({"id": e.id, "reference": e.reference, "paper": paper, "source": source,
-                         "ours (this notebook)": ours.get(e.id, "not measured in this lesson")})
-    return rows
+    return paper_rows(catalogue.family_ids("lowrank"), quoted, ours, every_id=True)
 
 
 # ---------------------------------------------------------------- lesson 05: the sections'

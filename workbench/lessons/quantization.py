@@ -154,20 +154,3 @@ def onnx_speed(name: str, train, test, method, pairs: int, block_time: float,
                  "accuracy": round(evaluate(net, test), 4), "ONNX bytes": None,
                  "ms (batch 64, 1 thread)": round(torch_ms, 2)})
     return rows, speed
-
-
-def paper_rows(ids, quoted: dict, ours: dict) -> list[dict]:
-    """"Paper vs ours" for catalogue ``ids``: the catalogue's ``paper_target`` (or, when it
-    has none, ``quoted[id]`` = (the source's words, source)) beside ``ours[id]``; ids with
-    neither are left out."""
-    from .. import catalogue
-    rows = []
-    for entry in map(catalogue.by_id, ids):
-        if not (entry.paper_target or entry.id in quoted):
-            continue
-        paper, source = ((entry.paper_target, "catalogue") if entry.paper_target
-                         else quoted[entry.id])
-        rows.append({"id": entry.id, "reference": entry.reference, "paper": paper,
-                     "source": source,
-                     "ours (this notebook)": ours.get(entry.id, "not measured in this lesson")})
-    return rows
