@@ -32,8 +32,8 @@ def test_smoke_rows_measure_the_decoded_checkpoints(monkeypatch):
         rep = measure.report(zoo.pretrained(r["model"]), latency=False)
         assert (r["macs"], r["params"], r["bytes"]) == (rep.macs, rep.params, rep.bytes)
         assert r["accuracy"] == zoo.manifest()[r["model"]]["test_acc"]
-        assert r["ns_per_mac_b64_t1"] == pytest.approx(
-            r["ms_b64_t1"] * 1e6 / (64 * r["macs"]), rel=0.01)
+        assert r["ns_per_mac_b64_t1"] == pytest.approx(          # rounded to 3 decimals
+            r["ms_b64_t1"] * 1e6 / (64 * r["macs"]), rel=0.01, abs=5e-4)
         assert r["met"] is None                       # smoke figures judge nothing
     assert any(r.get("status", "").startswith("not trained yet") for r in out)
     summary = out[-1]
