@@ -45,7 +45,10 @@ def core() -> ov.Core:
 def config(threads: int) -> dict:
     if threads < 1:
         raise ValueError(f"threads={threads}; allowed: 1 or more")
-    return {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY"}
+    # f32 stated: on a CPU with bf16 units OpenVINO may otherwise run the float model in bf16
+    # (seen in a fresh-clone CI run), and the float reference would not be float32
+    return {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"}
 
 
 def to_bits(x) -> np.ndarray:
