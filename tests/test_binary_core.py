@@ -38,6 +38,18 @@ def test_straight_through_gradients_against_their_formulas():
                           torch.where(x.abs() < 1, 2 - 2 * x.abs(), torch.zeros_like(x)))
 
 
+def test_approx_sign_gradient_is_the_polynomials_derivative_by_autograd():
+    # Oracle: autograd through Bi-Real's piecewise quadratic itself (Liu et al. 2018, eq. 5),
+    # on a conv-sized tensor with the breakpoints -1, 0 and 1 included.
+    x = torch.cat([torch.tensor([-1.0, 0.0, 1.0]), 3 * torch.randn(4000, generator=torch.
+                                                                     Generator().manual_seed(0))])
+    def quadratic(t):
+        return torch.where(t < -1, -torch.ones_like(t), torch.where(
+            t < 0, 2 * t + t * t, torch.where(t < 1, 2 * t - t * t, torch.ones_like(t))))
+    assert torch.allclose(gradient(core.sign_approx, x), gradient(quadratic, x))
+    assert torch.equal(core.sign_approx(x), core.sign(x))
+
+
 def test_stochastic_sign_follows_the_hard_sigmoid():
     torch.manual_seed(0)
     x = torch.full((40000,), 0.4)
