@@ -30,11 +30,39 @@ def test_smoke_survey_covers_every_method_and_lists_the_missing(tmp_path):
     assert html.count("data:image/png;base64,") == 4
 
 
-def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change(lenet300_bases):
+def test_a_network_that_runs_its_bases_layers_is_not_timed_and_says_so(lenet300_bases):
     # encode.sparse's row is its input, prune.iterative's network, stored sparse: decoded, it
-    # computes every zero as the dense base computes its weights. Whatever the order of
-    # measurement, the survey must not show it faster than its base (it once showed 1.31x).
+    # has the base's very layers, so timing it could only measure noise.
+    [row], _ = survey.method_rows(lenet300_bases, smoke=True, ids=["encode.sparse"],
+                                  test_images=200, latency=True)
+    assert row["latency_b64"] == survey.SAME_LAYERS and row["latency_vs_base"] == {}
+    assert row["effective_macs_x"] > 5            # fewer MACs on paper, the same kernels
+
+
+def test_same_layers_tells_the_networks_that_run_other_kernels():
+    if "lenet300" not in zoo.manifest():
+        pytest.skip("no lenet300 checkpoint")
+    base = zoo.pretrained("lenet300")
+    same = {"prune.magnitude": {"sparsity": 0.9}, "quant.kmeans": {}}
+    other = {"prune.apoz": {"epochs": 0}, "lowrank.svd": {"epochs": 0}, "binary.ebp": {}}
+    data_ = data.mnist("train").subset(256, seed=0)
+    for method_id, settings in same.items():
+        assert measure.same_layers(workbench.METHODS[method_id](**settings).apply(base), base)
+    for method_id, settings in other.items():
+        method = workbench.METHODS[method_id](**{**workbench.METHODS[method_id].smoke,
+                                                 **settings})
+        assert not measure.same_layers(method.apply(base, data_), base), method_id
+    half = codec.decode(codec.encode(base)).half()          # another dtype, other kernels
+    assert measure.layer_signature(half) != measure.layer_signature(base)
+
+
+def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_change(
+        lenet300_bases, monkeypatch):
+    # Timed anyway (as before the survey skipped same-layer networks): whatever the order of
+    # measurement, the survey must not show the base's own layers faster than the base (it
+    # once showed 1.31x).
     bases = lenet300_bases        # conftest: skips without the checkpoint
+    monkeypatch.setattr(survey, "same_layers", lambda model, base: False)
     [row], counts = survey.method_rows(bases, smoke=True, ids=["encode.sparse"],
                                        test_images=200, latency=True)
     assert counts == {"computed": 1, "cached": 0}

@@ -202,6 +202,23 @@ def shipped(model: nn.Module) -> nn.Module:
     return codec.decode(codec.encode(model))
 
 
+def layer_signature(model: nn.Module) -> list[tuple]:
+    """What decides which kernels a network runs: every module's name and class and the shape
+    and dtype of its own parameters and buffers (not their values: a dense kernel costs the
+    same whatever numbers, zeros included, its weights hold)."""
+    own = lambda m: [(n, tuple(t.shape), str(t.dtype)) for n, t in
+                     [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]]
+    from .models import Attachment        # state carried in the file, never called
+    return [(name, type(m).__name__, own(m)) for name, m in model.named_modules()
+            if not isinstance(m, Attachment)]
+
+
+def same_layers(model: nn.Module, base: nn.Module) -> bool:
+    """True when ``model`` as shipped runs the very layers of ``base`` as shipped: timing one
+    against the other could only measure noise."""
+    return layer_signature(shipped(model)) == layer_signature(shipped(base))
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(parameters, nonzero parameters) of the plain network (masks folded in)."""
     state = codec.plain_state_dict(model)

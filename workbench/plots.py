@@ -424,11 +424,19 @@ def survey_accuracy_bytes(ax, model: str, base: dict, rows: list[dict],
 def survey_speed_against_macs(ax, rows: list[dict]):
     """Measured speed-up at batch 64 (median, interquartile range as a bar) against the
     ratio of MACs, for every row whose method changes the computation. On the diagonal, time
-    falls as the MACs do; below it, fewer MACs did not buy as much time."""
-    rows = [r for r in rows if r.get("latency_vs_base") and r.get("effective_macs_x")
-            and abs(r["effective_macs_x"] - 1) > 0.01]
+    falls as the MACs do; below it, fewer MACs did not buy as much time. Rows with fewer
+    effective MACs whose network runs its base's very layers (not timed) are open circles at
+    1x, the time their dense layers take."""
+    changes = [r for r in rows if r.get("effective_macs_x")
+               and abs(r["effective_macs_x"] - 1) > 0.01]
+    same = [r for r in changes if r.get("latency_b64") and not r.get("latency_vs_base")]
+    rows = [r for r in changes if r.get("latency_vs_base")]
     if not rows:
         return _nothing(ax, "no method of this run changes the MACs and was timed")
+    if same:     # fewer effective MACs, the base's dense layers: the base's time, not measured
+        ax.scatter([r["effective_macs_x"] for r in same], [1.0] * len(same), s=22,
+                   facecolors="none", edgecolors="C1",
+                   label="runs the base's layers (zeros kept): not timed, drawn at 1x")
     for r in rows:
         c = r["latency_vs_base"]["b64"]
         lo, hi = c["spread"]
