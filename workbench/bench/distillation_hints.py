@@ -25,6 +25,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from ..distill.hints import FSP, FitNets
+
 PAPER_FITNETS = {"alone": 1.90, "kd": 0.65, "hints": 0.51}
 PAPER_SOURCE = ("Romero et al. 2015, MNIST, 30K-parameter student, maxout teacher 0.55 %; "
                 "checked at the source, shared FIELD-NOTES")
@@ -146,9 +148,10 @@ def rows(smoke: bool = False) -> list[dict]:
     return out
 
 
+# The epochs are the methods' defaults, so the survey's rows show the compared settings.
 FITNETS_TRAIN = 10_000      # MNIST training images (a fixed stratified subset)
-FITNETS_EPOCHS = 4          # task epochs of every FitNets student (stage 2)
-HINT_EPOCHS = 2             # FitNets stage 1 (hints), before the task epochs
+FITNETS_EPOCHS = FitNets.epochs             # task epochs of every FitNets student (stage 2)
+HINT_EPOCHS = FitNets.hint_epochs           # FitNets stage 1 (hints), before the task epochs
 FSP_TRAIN = 5_000           # CIFAR-10 training images
-FSP_EPOCHS = 5              # task epochs of every FSP student
-FSP_STAGE_EPOCHS = 2        # FSP stage 1, before the task epochs
+FSP_EPOCHS = FSP.epochs                     # task epochs of every FSP student
+FSP_STAGE_EPOCHS = FSP.fsp_epochs           # FSP stage 1, before the task epochs
