@@ -161,6 +161,20 @@ def test_the_key_follows_the_parts_and_the_code_but_not_the_underscored_inputs()
     assert cells.code_version().startswith(workbench.__version__ + "+")
 
 
+def test_the_code_digest_covers_what_computes_and_not_what_presents():
+    names = {p.relative_to(cells.PACKAGE).as_posix() for p in cells.computing_sources()}
+    assert {"codec/__init__.py", "train.py", "measure.py", "survey.py", "cells.py",
+            "prune/__init__.py", "quantize/kmeans.py"} <= names
+    assert not any(n.startswith(("lessons/", "exercises/", "bench/")) for n in names)
+    assert "survey_report.py" not in names and "widgets.py" not in names
+    # no computing module imports a presenting one (else an edit there could change a result)
+    for name in names:
+        text = (cells.PACKAGE / name).read_text()
+        for shown in ("lessons", "exercises", "bench", "widgets", "survey_report", "plots"):
+            assert f"from .{shown} import" not in text and f"from ..{shown} import" not in text \
+                or name == "survey.py" and shown == "survey_report", (name, shown)
+
+
 def test_cells_in_two_processes_give_the_results_of_one(tmp_path):
     jobs = [{"kind": "test", "value": v} for v in range(4)]
     serial, _ = cells.run(jobs, _square, cells.Cache(None))

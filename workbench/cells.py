@@ -6,13 +6,14 @@ under a key made of:
 
 - the cell's own parts: which method, its settings, which network, the data subset;
 - the network's checkpoint checksum (the zoo manifest's sha256);
-- the workbench version: ``__version__`` and a digest of the package's source files;
+- the workbench version: ``__version__`` and a digest of the package's source files, those
+  that only present results (lessons, benches, the report, plots, widgets) apart;
 - for a cell that times networks, the machine (``machine()``): a timing is reused only on
   the machine, core count and torch version that measured it.
 
 Why the source digest: the result of a cell goes through the codec, the trainer and the
-measurements as well as the method's own module, so after any edit to the library every
-cell is computed again. A changed setting or a retrained checkpoint recomputes only the cells
+measurements as well as the method's own module, so after any edit to a module that
+computes, every cell is computed again. A changed setting or a retrained checkpoint recomputes only the cells
 it enters. Results are small JSON files, one per cell, written atomically; a file that cannot
 be read is treated as missing (and said so) rather than trusted.
 
@@ -36,14 +37,26 @@ import torch
 from tqdm.auto import tqdm
 
 PACKAGE = Path(__file__).resolve().parent
+# Modules that only show, teach or time what the library computes: no cell's result goes
+# through them, so editing a lesson, a bench or the report's layout recomputes nothing.
+PRESENTATION = ("lessons/", "exercises/", "bench/", "lesson_runner.py", "browser.py",
+                "widgets.py", "plots.py", "survey_report.py", "__main__.py",
+                "search/command.py")
+
+
+def computing_sources() -> list[Path]:
+    """The package's ``.py`` files that a cell's result can depend on."""
+    return [p for p in sorted(PACKAGE.rglob("*.py"))
+            if not p.relative_to(PACKAGE).as_posix().startswith(PRESENTATION)]
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """``__version__`` plus a digest of every ``.py`` file of the package (path and bytes)."""
+    """``__version__`` plus a digest of every ``.py`` file of the package a result can depend
+    on (path and bytes)."""
     from . import __version__
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in computing_sources():
         digest.update(str(path.relative_to(PACKAGE)).encode())
         digest.update(path.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
