@@ -35,6 +35,7 @@ LESSONS = {
     "05_lowrank.ipynb": ("explore_rank(SVD", "rank", False),
     "06_distillation.ipynb": ("explore_temperature(", "T", False),
     "07_architectures.ipynb": ('explore_architecture("mobilenet"', "width", False),
+    "08_search.ipynb": ("explore_budget(", "x smaller", False),
 }
 
 

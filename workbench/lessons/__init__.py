@@ -16,6 +16,9 @@ lesson family, every public name re-exported here (``from workbench.lessons impo
 - ``distillation``: lesson 06 (temperature, loss weighting, students by width, hints and FSP).
 - ``architectures``: lesson 07 (costs by layer kind, the zoo's Pareto front,
   ``explore_architecture``).
+- ``search``: lesson 08 (the space of knobs, ``explore_trials`` drawing the trials as they come
+  in, ``explore_budget``, ``explore_sram`` and the energy bill, two workers on one study, the
+  search beside Deep Compression's table).
 """
 from __future__ import annotations
 
@@ -27,3 +30,4 @@ from .binarization import *  # noqa: F401,F403
 from .factorization import *  # noqa: F401,F403
 from .distillation import *  # noqa: F401,F403
 from .architectures import *  # noqa: F401,F403
+from .search import *  # noqa: F401,F403
