@@ -27,6 +27,7 @@ from . import (IMPLEMENTED, METHODS, catalogue, cells, codec, data, papers, surv
                zoo)
 from .cells import Cache, canonical
 from .measure import Report, compare_latency, report, same_layers
+from .train import quiet
 
 THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
 # A network that, decoded from its file, has its base's very layers (classes, shapes, dtypes:
@@ -152,9 +153,12 @@ def compute_method(job: dict) -> dict:
                                        for i, settings in job["input"]):
         train = data.load(zoo.dataset_of(name), "train")
         train = train.subset(2000, seed=0) if job["smoke"] else train
-    start_from, input_bytes = input_network(job, train)
-    start = time.perf_counter()        # the method's own time, its input's training apart
-    compressed = method.apply(start_from, train)
+    # Quiet: the run has one progress bar (cells done, time left); two workers' epoch bars
+    # would interleave with it, and epoch lines would go into the printed report.
+    with quiet():
+        start_from, input_bytes = input_network(job, train)
+        start = time.perf_counter()        # the method's own time, its input's training apart
+        compressed = method.apply(start_from, train)
     r = report(compressed, test, f"{job['method']} on {name}", latency=False,
                threads=job["threads"])
     ratios = r.compare(base)
