@@ -446,7 +446,7 @@ def survey_speed_against_macs(ax, rows: list[dict]):
     _label_points(ax, [r["effective_macs_x"] for r in rows],
                   [r["latency_vs_base"]["b64"]["speedup"] for r in rows],
                   [r["method"] for r in rows])
-    top = max([r["effective_macs_x"] for r in rows] + [2.0])
+    top = max([r["effective_macs_x"] for r in rows + same] + [2.0])
     ax.plot([1 / top, top], [1 / top, top], "--", c="0.5", lw=1, label="time falls as MACs do")
     ax.axhline(1, c="0.8", lw=0.8)
     ax.set_xscale("log")
