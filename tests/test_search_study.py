@@ -194,3 +194,18 @@ def test_run_trials_counts_running_trials_of_other_workers():
     study.ask()                                      # another worker's trial, still running
     run_trials(study, lambda t: [t.suggest_float("x", 0, 1)], 3)
     assert len(study.trials) == 3
+
+
+def test_run_trials_starts_no_trial_after_its_deadline():
+    import time
+    fresh = lambda name: open_study(open_storage(None), name, ["maximize"],
+                                    optuna.samplers.RandomSampler(seed=0))
+    past = fresh("past")
+    run_trials(past, lambda t: [t.suggest_float("x", 0, 1)], 5, deadline=time.monotonic())
+    assert past.trials == []
+    slow = fresh("slow")          # each trial takes 50 ms; the deadline falls in the 3rd
+    start = time.monotonic()
+    run_trials(slow, lambda t: time.sleep(0.05) or [t.suggest_float("x", 0, 1)], 100,
+               deadline=start + 0.12)
+    assert 3 <= len(slow.trials) <= 4       # the one running at the deadline ends
+    assert all(t.state == TrialState.COMPLETE for t in slow.trials)

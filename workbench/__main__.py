@@ -207,6 +207,8 @@ def main(argv=None) -> None:
     p.add_argument("--model", required=True, help="a zoo network, e.g. lenet300")
     p.add_argument("--sampler", default="tpe", choices=["random", "grid", "tpe", "hyperband"])
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--minutes", type=float, help="start no trial after this many minutes "
+                   "(the study may end with fewer than --trials)")
     p.add_argument("--objectives", nargs="+", metavar="NAME",
                    help="accuracy bytes macs latency energy (default: accuracy bytes; hyperband: "
                         "accuracy at --budget)")

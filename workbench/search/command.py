@@ -80,6 +80,8 @@ def main(args) -> None:
     from ..plots import pareto_plot
     from ..train import evaluate
     from . import SAMPLERS
+    if args.minutes is not None and not args.minutes > 0:
+        raise ValueError(f"--minutes {args.minutes}: allowed is a positive number")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"method": args.method_id, "trials": args.trials, "seed": args.seed,
@@ -101,7 +103,8 @@ def main(args) -> None:
         raise ValueError(f"--worker {args.worker}: allowed is 0, 1, 2 ...")
     mode = "join" if args.worker is not None else "resume" if args.resume else "new"
     study = search.open(args.storage or out / "study.journal", name, mode, args.worker or 0)
-    study = search.run(model, train, study, args.worker or 0)[1]
+    seconds = None if args.minutes is None else 60 * args.minutes
+    study = search.run(model, train, study, args.worker or 0, seconds)[1]
     rows = trial_rows(study)
     front = front_rows(search, study, model, train, test)
     base = {"bytes": len(codec.encode(model)), "accuracy": evaluate(model, test)}

@@ -26,6 +26,7 @@ stops the weak ones.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import optuna
@@ -182,9 +183,12 @@ class Search(Method):
             return math.inf
         return self.byte_budget * len(codec.encode(model))
 
-    def run(self, model: nn.Module, data: Dataset, study: optuna.Study, worker: int = 0):
+    def run(self, model: nn.Module, data: Dataset, study: optuna.Study, worker: int = 0,
+            seconds: float | None = None):
         """Run the trials into ``study`` (each marked with ``worker``); (best network, study).
-        The network of the best trial this process ran is kept, not made again."""
+        ``seconds``: start no trial after this long (the study may then hold fewer than
+        ``trials``). The network of the best trial this process ran is kept, not made again."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         train, val = holdout(data, self.eval_images, self.seed)
         budget = self.budget(model)
         kept = {}
@@ -197,7 +201,7 @@ class Search(Method):
             return values
 
         with quiet():
-            run_trials(study, evaluate, self.n_trials())
+            run_trials(study, evaluate, self.n_trials(), deadline=deadline)
             best = self.best(study, budget)
             if kept.get("number") == best.number:
                 return kept["model"], study

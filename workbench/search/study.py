@@ -12,7 +12,7 @@ left RUNNING by the interrupted run are marked FAIL and redone), "join" is a wor
 the study or joins it.
 
 ``run_trials`` runs trials until the study holds ``n_trials`` trials that are complete, pruned
-or still running in some worker. Counting and starting a trial happen under one lock (a file
+or still running in some worker, or until a deadline (a search with a time budget). Counting and starting a trial happen under one lock (a file
 lock beside the journal or SQLite file, an advisory lock on PostgreSQL), so several workers
 started together record exactly ``n_trials`` trials, numbered 0..n_trials-1. Optuna's
 ``MaxTrialsCallback`` counts only finished trials: workers finishing together each start one
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 import zlib
 from pathlib import Path
 
@@ -149,13 +150,15 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_trials(study: optuna.Study, evaluate, n_trials: int, errors=(ValueError,)) -> None:
-    """Ask, evaluate, tell until the study holds ``n_trials`` counted trials.
+def run_trials(study: optuna.Study, evaluate, n_trials: int, errors=(ValueError,),
+               deadline: float | None = None) -> None:
+    """Ask, evaluate, tell until the study holds ``n_trials`` counted trials, or until
+    ``time.monotonic()`` passes ``deadline`` (no trial starts after it; the one running ends).
 
     ``evaluate(trial)`` returns the objective values or raises ``optuna.TrialPruned``; an
     error of ``errors`` (a setting the searched method refuses, a diverged training) fails
     the trial, with its message in the trial's user attributes, and the search goes on."""
-    while True:
+    while deadline is None or time.monotonic() < deadline:
         with exclusive(study, study.study_name):
             if len(study.get_trials(deepcopy=False, states=COUNTED)) >= n_trials:
                 return
