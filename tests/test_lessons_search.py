@@ -3,12 +3,14 @@ show what the library computes (Optuna's studies, ``Search.best``, ``cost.energy
 ``reproduce.PAPER``), and watching a search does not change it."""
 from __future__ import annotations
 
-import math
-
 import matplotlib
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
 from workbench import codec, cost, data, lessons, measure, zoo
+from workbench.bench.search_samplers import run_search
 from workbench.reproduce import PAPER
 from workbench.search import BanditSearch, BayesSearch, RandomSearch
 from workbench.search import space as spaces
@@ -56,11 +58,7 @@ def test_watching_a_search_records_every_trial_and_changes_none(watched_run, len
         _, study = ran[name]
         records = lessons.trial_records(study)
         assert widget.explorer.records[name] == records       # every trial, as it came in
-        alone = search.open(None, name)                       # the same search, not watched
-        try:
-            search.run(lenet, train, alone)
-        except ValueError:
-            pass
+        alone = run_search(search, lenet, train, name)        # the same search, not watched
         assert [r["trial"] for r in lessons.trial_records(alone)] == [r["trial"] for r in records]
         assert [t.params for t in alone.trials] == [t.params for t in study.trials]
     # Hyperband prunes the proposals whose file would not fit: they have no accuracy
@@ -100,6 +98,7 @@ def test_the_budget_widget_returns_what_search_best_returns(lenet, train):
     paper_error = PAPER["lenet300"]["error"][1]
     assert (paper["x"], paper["accuracy"]) == (PAPER["lenet300"]["x"],
                                                pytest.approx(1 - paper_error / 100))
+    assert paper["label"].startswith("LeNet-300-100: 40x") and "Han et al." in paper["source"]
     widget = lessons.explore_budget(search, study, dense, paper)
     slider, explorer = widget.kwargs_widgets[0], widget.explorer
     assert slider.value == paper["x"]
@@ -127,6 +126,8 @@ def test_energy_rows_and_the_sram_widget_are_cost_energy(lenet):
         assert row["weights read from"] == bill.memory
     assert [r["weights read from"] for r in rows] == ["dram", "sram"]
     widget = lessons.explore_sram(reports, mark=cost.SRAM_BYTES)
+    assert widget.kwargs_widgets[0].value == cost.SRAM_BYTES / 1024    # starts at cost's own size
+    assert widget.explorer.trail[0]["rows"] == rows
     widget.kwargs_widgets[0].value = 2048                   # 2 MB: the dense file fits too
     assert [r["weights read from"] for r in widget.explorer.trail[-1]["rows"]] == ["sram", "sram"]
     assert {r["operation"]: r["pJ"] for r in lessons.operation_rows()}[
@@ -143,4 +144,33 @@ def test_deep_compression_rows_hold_the_papers_total_row(lenet, mnist_test_small
     assert paper["weights kept"] == f"{total[2]}%" and paper["x smaller"] == 40
     assert mine["x smaller"] == round(base.bytes / ours.bytes, 1)
     assert mine["weights kept"] == f"{100 * ours.nonzeros / ours.params:.1f}%"
-    assert not math.isnan(float(mine["test error"].split("-> ")[1].rstrip("%")))
+    assert mine["test error"] == (f"{100 * (1 - base.accuracy):.2f}% -> "
+                                  f"{100 * (1 - ours.accuracy):.2f}%")
+    assert mine["fc bits"] == 4 and mine["how"] == "by hand; validation accuracy 97.00%"
+
+
+def _bandit_trial(state, epochs=0, **attrs):
+    values = {"values": [attrs["accuracy"]]} if state == TrialState.COMPLETE else {}
+    return create_trial(state=state, params={"sparsity": 0.9},
+                        distributions={"sparsity": FloatDistribution(0.8, 0.99)},
+                        intermediate_values={e: 0.9 for e in range(1, epochs + 1)},
+                        user_attrs=attrs, **values)
+
+
+def test_bandit_rows_say_why_each_trial_stopped():
+    budget = 1000
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([
+        _bandit_trial(TrialState.COMPLETE, 4, predicted_bytes=900, accuracy=0.97, bytes=950),
+        _bandit_trial(TrialState.PRUNED, 0, predicted_bytes=1200),
+        _bandit_trial(TrialState.PRUNED, 2, predicted_bytes=800),
+        _bandit_trial(TrialState.PRUNED, 4, predicted_bytes=990, accuracy=0.98, bytes=1100),
+        _bandit_trial(TrialState.FAIL, 0, error="diverged")])
+    rows = lessons.bandit_rows(study, budget)
+    assert [r["why"] for r in rows] == ["-", "file predicted over the budget: never trained",
+                                        "stopped by Hyperband after 2 epochs",
+                                        "trained, then its file was over the budget", "diverged"]
+    assert [r["epochs trained"] for r in rows] == [4, 0, 2, 4, 0]
+    # the predicted file and the real one are separate columns: a stopped trial has no real file
+    assert [(r["predicted bytes"], r["bytes"]) for r in rows] == [
+        (900, 950), (1200, None), (800, None), (990, 1100), (None, None)]

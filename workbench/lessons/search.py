@@ -206,7 +206,7 @@ class TrialsExplorer:
     def on_menu(self, change) -> None:
         if self.live:
             return
-        self.slider.max = max(len(self.records[change["new"]]), 0)
+        self.slider.max = len(self.records[change["new"]])
         self.slider.value = self.slider.max      # redraws (or not, if unchanged)
         self.redraw()
 
@@ -362,8 +362,9 @@ def paper_point(method_id: str, model: str) -> dict | None:
             or fact.metric not in ("error", "accuracy"):
         return None
     accuracy = fact.value / 100 if fact.metric == "accuracy" else 1 - fact.value / 100
+    # the label names the network and the result; who published it is in ``source``
     return {"x": fact.ratio, "accuracy": accuracy, "source": fact.source,
-            "label": f"{fact.network}, Han et al. 2016: {papers.paper_text(fact)}"}
+            "label": f"{fact.network}: {papers.paper_text(fact)}"}
 
 
 class BudgetExplorer:
@@ -565,11 +566,14 @@ class SramExplorer:
         self.seconds.append(time.perf_counter() - start)
 
 
-def explore_sram(reports: dict, value_kb: float = 128, mark: int | None = None,
+def explore_sram(reports: dict, value_kb: float | None = None, mark: int | None = None,
                  mark_label: str = ""):
-    """A slider over the on-chip memory of ``cost.energy`` (KB, log scale) and the energy
-    bill of each network of ``reports`` (name -> ``measure.report``): which files fit, what
-    reading them costs. Nothing is applied on a move. The widget has ``.explorer``."""
+    """A slider over the on-chip memory of ``cost.energy`` (KB, log scale; it starts at
+    ``value_kb``, by default cost's own ``SRAM_BYTES``) and the energy bill of each network of
+    ``reports`` (name -> ``measure.report``): which files fit, what reading them costs. Nothing
+    is applied on a move. The widget has ``.explorer``."""
+    from .. import cost
+    value_kb = cost.SRAM_BYTES / 1024 if value_kb is None else value_kb
     explorer = SramExplorer(reports, mark, mark_label)
     low, high = explorer.sizes[0] / 1024, explorer.sizes[-1] / 1024
     slider = w.FloatLogSlider(value=value_kb, base=2, min=np.log2(low), max=np.log2(high),
@@ -657,15 +661,17 @@ def why_stopped(trial, budget: float) -> str:
 
 
 def bandit_rows(study, budget: float) -> list[dict]:
-    """Each trial of a bandit study: its knobs, the epochs it trained (its reports), its
-    validation accuracy and bytes when it finished, and why it stopped (``why_stopped``)."""
+    """Each trial of a bandit study: its knobs, the file the bandit predicted before training
+    (the settings applied without training), the epochs it trained (its reports), its
+    validation accuracy and real file when it finished, and why it stopped (``why_stopped``)."""
     rows = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         r = record_of(t)
-        rows.append({"trial": r["trial"], **t.params, "epochs trained": len(t.intermediate_values),
+        rows.append({"trial": r["trial"], **t.params,
+                     "predicted bytes": t.user_attrs.get("predicted_bytes"),
+                     "epochs trained": len(t.intermediate_values),
                      "val. accuracy": None if r["accuracy"] is None else round(r["accuracy"], 4),
-                     "bytes": r["bytes"] or t.user_attrs.get("predicted_bytes"),
-                     "state": r["state"], "why": why_stopped(t, budget)})
+                     "bytes": r["bytes"], "state": r["state"], "why": why_stopped(t, budget)})
     return rows
 
 
