@@ -456,6 +456,16 @@ class BudgetExplorer:
         right.legend(fontsize=7, loc="lower left")
 
 
+def _slider_widget(explorer, slider):
+    """One slider above an explorer's table and plot, each move redrawing them in place."""
+    slider.observe(lambda change: explorer.update(change["new"]), names="value")
+    explorer.update(slider.value)
+    widget = w.VBox([slider, explorer.table, explorer.plot])
+    widget.add_class("wb-explore")
+    widget.explorer, widget.kwargs_widgets = explorer, [slider]
+    return widget
+
+
 def explore_budget(search, study, dense_bytes: int, paper: dict | None = None,
                    low: float = 5.0, high: float = 100.0, value: float | None = None):
     """A slider over the byte budget of a finished ``study`` of ``search``: which trials fit,
@@ -466,12 +476,7 @@ def explore_budget(search, study, dense_bytes: int, paper: dict | None = None,
     slider = w.FloatLogSlider(value=start, base=10, min=np.log10(low), max=np.log10(high),
                               step=0.01, description="x smaller", readout_format=".3g",
                               continuous_update=True)
-    slider.observe(lambda change: explorer.update(change["new"]), names="value")
-    explorer.update(slider.value)
-    widget = w.VBox([slider, explorer.table, explorer.plot])
-    widget.add_class("wb-explore")
-    widget.explorer, widget.kwargs_widgets = explorer, [slider]
-    return widget
+    return _slider_widget(explorer, slider)
 
 
 # ------------------------------------------------------------------ energy
@@ -579,12 +584,7 @@ def explore_sram(reports: dict, value_kb: float | None = None, mark: int | None 
     slider = w.FloatLogSlider(value=value_kb, base=2, min=np.log2(low), max=np.log2(high),
                               step=0.25, description="SRAM KB", readout_format=".4g",
                               continuous_update=True)
-    slider.observe(lambda change: explorer.update(change["new"]), names="value")
-    explorer.update(slider.value)
-    widget = w.VBox([slider, explorer.table, explorer.plot])
-    widget.add_class("wb-explore")
-    widget.explorer, widget.kwargs_widgets = explorer, [slider]
-    return widget
+    return _slider_widget(explorer, slider)
 
 
 def energy_panels(axes, study, knob: str, sram_bytes: int) -> None:
