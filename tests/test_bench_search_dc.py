@@ -31,6 +31,7 @@ def test_a_smoke_row_is_the_chosen_network_measured_again():
     row = bench.model_row("lenet300", smoke=True)
     assert row["met"] is None and row["workers_failed"] == []
     assert row["trials"] == row["complete"] == 2          # both workers shared the 2 trials
+    assert 0 < row["trials_span_s"] <= row["wall_s"]
     assert row["x_smaller"] == round(row["dense_bytes"] / row["bytes"], 1)
     assert row["x_smaller"] >= bench.SMOKE_X              # within the smoke budget
     assert 0 <= row["test_error_pct"] <= 100

@@ -196,16 +196,37 @@ def test_run_trials_counts_running_trials_of_other_workers():
     assert len(study.trials) == 3
 
 
-def test_run_trials_starts_no_trial_after_its_deadline():
-    import time
+def test_run_trials_starts_no_trial_after_its_deadline(monkeypatch):
+    # A clock that each trial moves on by one second: the count is exact, whatever the load.
+    from types import SimpleNamespace
+
+    from workbench.search import study as study_module
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(study_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+
+    def one_second(t):
+        clock.now += 1
+        return [t.suggest_float("x", 0, 1)]
+
     fresh = lambda name: open_study(open_storage(None), name, ["maximize"],
                                     optuna.samplers.RandomSampler(seed=0))
     past = fresh("past")
-    run_trials(past, lambda t: [t.suggest_float("x", 0, 1)], 5, deadline=time.monotonic())
+    run_trials(past, one_second, 5, deadline=0.0)
     assert past.trials == []
-    slow = fresh("slow")          # each trial takes 50 ms; the deadline falls in the 3rd
-    start = time.monotonic()
-    run_trials(slow, lambda t: time.sleep(0.05) or [t.suggest_float("x", 0, 1)], 100,
-               deadline=start + 0.12)
-    assert 3 <= len(slow.trials) <= 4       # the one running at the deadline ends
+    slow = fresh("slow")          # trials start at 0, 1 and 2 s; the deadline falls in the 3rd
+    run_trials(slow, one_second, 100, deadline=2.5)
+    assert len(slow.trials) == 3 and clock.now == 3    # the one running at the deadline ended
     assert all(t.state == TrialState.COMPLETE for t in slow.trials)
+
+
+@pytest.mark.parametrize("minutes", ["0", "-5", "nan"])
+def test_a_time_budget_that_is_not_positive_is_refused_before_any_work(minutes, tmp_path,
+                                                                       capsys):
+    from workbench.__main__ import main
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:     # an unknown model would fail later
+        main(["search", "prune.magnitude", "--model", "no_such_model", "--minutes", minutes,
+              "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "allowed is a positive number" in err, err
+    assert not out.exists()

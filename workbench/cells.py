@@ -7,15 +7,17 @@ under a key made of:
 - the cell's own parts: which method, its settings, which network, the data subset;
 - the network's checkpoint checksum (the zoo manifest's sha256);
 - the workbench version: ``__version__`` and a digest of the package's source files, those
-  that only present results (lessons, benches, the report, plots, widgets) apart;
+  that only present results apart (``PRESENTATION``: lessons, exercises, benches, the report,
+  plots, widgets, the command line);
 - for a cell that times networks, the machine (``machine()``): a timing is reused only on
   the machine, core count and torch version that measured it.
 
 Why the source digest: the result of a cell goes through the codec, the trainer and the
 measurements as well as the method's own module, so after any edit to a module that
-computes, every cell is computed again. A changed setting or a retrained checkpoint recomputes only the cells
-it enters. Results are small JSON files, one per cell, written atomically; a file that cannot
-be read is treated as missing (and said so) rather than trusted.
+computes, every cell is computed again. A changed setting or a retrained checkpoint
+recomputes only the cells it enters. Results are small JSON files, one per cell, written
+atomically; a file that cannot be read is treated as missing (and said so) rather than
+trusted.
 
 ``run(jobs, compute, workers)`` computes cells in ``workers`` processes, each with
 ``cores // workers`` torch threads so that the processes do not fight over the cores, with one

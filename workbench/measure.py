@@ -203,14 +203,16 @@ def shipped(model: nn.Module) -> nn.Module:
 
 
 def layer_signature(model: nn.Module) -> list[tuple]:
-    """What decides which kernels a network runs: every module's name and class and the shape
-    and dtype of its own parameters and buffers (not their values: a dense kernel costs the
-    same whatever numbers, zeros included, its weights hold)."""
-    own = lambda m: [(n, tuple(t.shape), str(t.dtype)) for n, t in
+    """What decides which kernels a network runs: every module's name, class, ``config`` and
+    settings (``extra_repr``: stride, padding, groups ...), and the shape, dtype and layout of
+    its own parameters and buffers (not their values: a dense kernel costs the same whatever
+    numbers, zeros included, its weights hold). The config counts because a constructor
+    argument can change the computation and no shape (MobileNet's ``resolution``)."""
+    own = lambda m: [(n, tuple(t.shape), str(t.dtype), str(t.layout)) for n, t in
                      [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]]
     from .models import Attachment        # state carried in the file, never called
-    return [(name, type(m).__name__, own(m)) for name, m in model.named_modules()
-            if not isinstance(m, Attachment)]
+    return [(name, type(m).__name__, getattr(m, "config", None), m.extra_repr(), own(m))
+            for name, m in model.named_modules() if not isinstance(m, Attachment)]
 
 
 def same_layers(model: nn.Module, base: nn.Module) -> bool:

@@ -30,9 +30,9 @@ from .measure import Report, compare_latency, report, same_layers
 from .train import quiet
 
 THREADS = 1         # one thread: steadier on shared cores, and the same on every machine
-# A network that, decoded from its file, has its base's very layers (classes, shapes, dtypes:
-# unstructured pruning, weight sharing, lossless encodings) runs its base's kernels; it is not
-# timed, and its row says why instead of showing noise around 1x.
+# A network that, decoded from its file, has its base's very layers (classes, settings,
+# shapes, dtypes: unstructured pruning, weight sharing, lossless encodings) runs its base's
+# kernels; it is not timed, and its row says why instead of showing noise around 1x.
 SAME_LAYERS = "runs the base's layers: not timed"
 # A/B pairs per comparison (timing.PAIRS is 30): dozens of networks are timed one after
 # another, and at batch 64 a CIFAR-10 block takes seconds; 12 pair ratios still give the
@@ -306,7 +306,8 @@ def main(out_dir: str = "survey", smoke: bool = False, all_models: bool = False,
                         + ("." if smoke else "; x faster: the two networks timed interleaved "
                            "at batch 64, median and interquartile range of the per-pair "
                            "ratios, or no measurable change; a network that runs its base's "
-                           "very layers (same classes, shapes and dtypes) is not timed."), rows)
+                           "very layers (same classes, settings, shapes and dtypes) is not "
+                           "timed."), rows)
                 for title, text, rows in survey_report.family_sections(methods_table)]
     tail = [("Magnitude pruning sweep", "Test accuracy (%) of one-shot magnitude pruning (no "
                                         "retraining) at each sparsity (share of weights "

@@ -15,6 +15,9 @@ share of the two hours (``MINUTES``): no trial starts after it, the running ones
 network kept is the one ``Search.best`` picks (the smallest file within ``TOLERANCE`` of the
 best validation accuracy), applied again from its settings by ``Search.rebuild``, which checks
 that the file has the bytes the study recorded; its test error is measured once, at the end.
+``wall_s`` runs from the workers' start to their exit, each one's printed front included;
+``trials_span_s`` is the trials alone, from the first start to the last end, and the time
+budget is judged on it (the front a worker prints after its search is not part of the search).
 
 Validation images are held out of the training data the trials train on, but the zoo LeNets
 were trained on all 60,000 training images, so the base network has seen them: validation
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 
 from .. import codec, data, papers, zoo
 from ..search import BayesSearch, open_storage
@@ -97,6 +101,17 @@ def run_workers(commands: list[list[str]]) -> tuple[float, list[str]]:
     return time.perf_counter() - start, failed
 
 
+def trials_span(trials) -> float:
+    """Seconds from the first trial's start to the last one's end: the search itself, without
+    the workers' start-up and what each does after it (its front, evaluated on the test set,
+    and its own copy of the chosen network), which the wall time includes."""
+    done = [t for t in trials if t.datetime_complete is not None]
+    if not done:
+        return 0.0
+    return (max(t.datetime_complete for t in done)
+            - min(t.datetime_start for t in done)).total_seconds()
+
+
 def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
     search = search_for(model_name, smoke)
     model = zoo.pretrained(model_name)
@@ -124,6 +139,7 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
     row = {"bench": "search beats Deep Compression", "model": model_name,
            "trials": len(states), "complete": states.count("COMPLETE"), "workers": workers,
            "minutes_each": minutes, "wall_s": round(wall, 1),
+           "trials_span_s": round(trials_span(trials), 1),
            "base_error_pct": round(100 * (1 - evaluate(model, test)), 2),
            "target": f">= {target_x}x at <= {max_error:.2f}% test error within "
                      f"{MINUTES[model_name]} min on {workers} cores",
@@ -132,8 +148,13 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
     if best is None:
         return {**row, "note": no_fit, "met": None if smoke else False}
     rest, _ = holdout(train, search.eval_images, search.seed)
-    with quiet():
-        network = search.rebuild(best, model, rest)    # checks the recorded bytes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)    # as the workers trained it: the rebuild must give its bytes
+    try:
+        with quiet():
+            network = search.rebuild(best, model, rest)    # checks the recorded bytes
+    finally:
+        torch.set_num_threads(threads)
     dense, size = len(codec.encode(model)), len(codec.encode(network))
     error = 100 * (1 - evaluate(network, test))
     return {**row, "x_smaller": round(dense / size, 1), "test_error_pct": round(error, 2),
@@ -141,7 +162,7 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
             "validation_accuracy": round(best.values[0], 4), "trial": best.number,
             "settings": {**search.fixed, **best.params},
             "met": None if smoke else (dense / size >= target_x and error <= max_error
-                                       and wall <= 60 * MINUTES[model_name] * 1.1)}
+                                       and trials_span(trials) <= 60 * MINUTES[model_name] * 1.1)}
 
 
 def rows(smoke: bool = False) -> list[dict]:

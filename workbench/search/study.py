@@ -12,11 +12,13 @@ left RUNNING by the interrupted run are marked FAIL and redone), "join" is a wor
 the study or joins it.
 
 ``run_trials`` runs trials until the study holds ``n_trials`` trials that are complete, pruned
-or still running in some worker, or until a deadline (a search with a time budget). Counting and starting a trial happen under one lock (a file
-lock beside the journal or SQLite file, an advisory lock on PostgreSQL), so several workers
-started together record exactly ``n_trials`` trials, numbered 0..n_trials-1. Optuna's
-``MaxTrialsCallback`` counts only finished trials: workers finishing together each start one
-more and the study overshoots by up to one trial per worker, which is why it is not used here.
+or still running in some worker, or until its deadline (a search with a time budget; each
+worker has its own, and a trial running at it ends). Counting and starting a trial happen
+under one lock (a file lock beside the journal or SQLite file, an advisory lock on
+PostgreSQL), so several workers started together record exactly ``n_trials`` trials, numbered
+0..n_trials-1. Optuna's ``MaxTrialsCallback`` counts only finished trials: workers finishing
+together each start one more and the study overshoots by up to one trial per worker, which is
+why it is not used here.
 """
 from __future__ import annotations
 
@@ -158,9 +160,11 @@ def run_trials(study: optuna.Study, evaluate, n_trials: int, errors=(ValueError,
     ``evaluate(trial)`` returns the objective values or raises ``optuna.TrialPruned``; an
     error of ``errors`` (a setting the searched method refuses, a diverged training) fails
     the trial, with its message in the trial's user attributes, and the search goes on."""
-    while deadline is None or time.monotonic() < deadline:
+    while True:
         with exclusive(study, study.study_name):
-            if len(study.get_trials(deepcopy=False, states=COUNTED)) >= n_trials:
+            # the clock is read under the lock: waiting for another worker's ask takes time
+            late = deadline is not None and time.monotonic() >= deadline
+            if late or len(study.get_trials(deepcopy=False, states=COUNTED)) >= n_trials:
                 return
             trial = study.ask()
         try:
