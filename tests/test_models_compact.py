@@ -6,6 +6,8 @@ them with equal outputs; bad knobs raise ValueErrors naming the knob; and each b
 its paper says (oracles: hand counts, the flop counter, a full convolution's weights)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import itertools
 from functools import partial
 
@@ -73,7 +75,9 @@ def test_registered_in_the_zoo():
         cls, dataset = models.ARCHITECTURES[name]
         assert dataset == "cifar10" and cls.input_shape == (3, 32, 32)
         assert models.CUSTOM_MODULES[cls.__name__] is cls
-        assert name in zoo.COMPACT and zoo.RECIPES[name] == zoo.cifar_recipe()
+        # the CIFAR recipe family; only the epochs may differ (NiN, EffNet, EfficientNet)
+        recipe = zoo.RECIPES[name]
+        assert name in zoo.COMPACT and recipe == replace(zoo.cifar_recipe(), epochs=recipe.epochs)
         assert zoo.TARGETS[name]["min_acc"] == 0.85 and zoo.TARGETS[name]["paper"]
         assert "Adapted" in cls.__doc__, f"{name}: say what was adapted for 32 x 32 inputs"
 
