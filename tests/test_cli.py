@@ -38,6 +38,14 @@ def test_survey_without_data_is_one_line_saying_where_to_put_the_files(
     (["bench", "no_such_bench"], "no_such_bench"),
     (["survey", "--smoke", "--methods", "prune.magnitud"], "prune.magnitud"),
     (["reproduce", "deep-compression", "--model", "vgg_small"], "vgg_small"),
+    (["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--set",
+      "prune.sparsty=0.9"], "sparsty"),
+    (["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--set",
+      "fc_bits=40"], "fc_bits"),
+    (["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--holdout", "-5"],
+     "--holdout -5"),
+    (["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--holdout",
+      "99999"], "--holdout 99999: the training data has 1000 images"),
 ])
 def test_mistakes_are_one_line(argv, says, capsys):
     assert says in run_main(argv, capsys)

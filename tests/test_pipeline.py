@@ -75,6 +75,34 @@ def test_deep_compression_stages(mnist_train_small):
                                atol=0, rtol=0)
 
 
+def test_reproduce_runs_a_searchs_settings_to_the_bytes_its_trial_recorded(tmp_path, capsys):
+    """What ``reproduce --set ... --holdout N`` writes is the network a search trial built:
+    the pipeline from the flat settings, trained without the held-out images."""
+    from workbench import data, zoo
+    from workbench.reproduce import SMOKE_TRAIN
+    from workbench.search import space
+    from workbench.search.methods import holdout
+    from workbench.train import quiet
+    settings = {"prune.sparsity": 0.93, "prune.output_sparsity": 0.7, "prune.rounds": 1,
+                "prune.epochs": 1, "fc_bits": 3, "quant_epochs": 1, "quant_lr": 1e-3}
+    out, report = tmp_path / "dc.wbnc", tmp_path / "dc.json"
+    main(["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--holdout", "200",
+          "--set", *[f"{k}={v!r}" for k, v in settings.items()],
+          "--out", str(out), "--json", str(report)])
+    tables = json.loads(report.read_text())
+    part, _ = holdout(data.mnist("train").subset(SMOKE_TRAIN, seed=0), 200, 0)
+    with quiet():
+        trial = space.build("pipeline.deep_compression", settings).apply(
+            zoo.pretrained("lenet300"), part)
+    assert out.read_bytes() == codec.encode(trial)
+    assert tables["summary"]["settings"] == "given (--set)" and tables["summary"]["met"] is None
+    assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized", "huffman"]
+    assert tables["stages"][-1]["bits"] == "3 fc / 8 conv"
+    kept = {row["layer"]: row["kept_pct"] for row in tables["layers"]}
+    assert kept["net.5"] == pytest.approx(30, abs=0.1)     # the output layer's own share
+    assert kept["net.1"] == pytest.approx(7, abs=0.1)
+
+
 def test_reproduce_command_smoke(tmp_path, capsys):
     out, report = tmp_path / "dc.wbnc", tmp_path / "dc.json"
     main(["reproduce", "deep-compression", "--model", "lenet300", "--smoke",

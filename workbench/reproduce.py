@@ -6,11 +6,19 @@ compression rate against the dense fp32 file and the test error; then per layer 
 kept, the bits a kept weight costs (its codebook index) and the bits a position costs (its
 relative index), before and after Huffman coding, read from the file's own header. The final
 file is written, decoded again and its test error measured, which must equal the network's.
+
+``--set KEY=VALUE ...`` replaces our settings by a search's (``python -m workbench search
+pipeline.deep_compression``): the keys as the study records them (``prune.sparsity=0.96
+fc_bits=4``), every other knob at the pipeline's default, as the search built it. With
+``--holdout N`` the pipeline trains, as each trial did, on the training images minus the ``N``
+validation images the search held out (drawn with ``--seed``). Run on one thread, as the search
+workers ran, it writes the file of bytes the study recorded.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -47,6 +55,9 @@ SETTINGS = {
                    fc_bits=4, conv_bits=6, quant_epochs=3, quant_lr=1e-3),
 }
 TARGETS = {"lenet300": (40, 1.7, 300), "lenet5": (39, 0.85, 1200)}   # x, error %, seconds
+# Smoke subsets: those of ``python -m workbench search --smoke``, so that a smoke search's
+# settings reproduce here too.
+SMOKE_TRAIN, SMOKE_TEST = 1000, 500
 
 
 def layer_bits(entry: dict, kept: int) -> dict:
@@ -98,24 +109,41 @@ def per_layer(model, blobs: dict) -> list[dict]:
     return rows
 
 
-def settings_bits(model_name: str) -> str:
-    return f"{SETTINGS[model_name]['fc_bits']} fc / {SETTINGS[model_name]['conv_bits']} conv"
+def settings_bits(model_name: str, settings: dict | None = None) -> str:
+    """Bits per shared weight, fully connected / convolution: ours, or a search's."""
+    method = (searched_pipeline(settings) if settings is not None
+              else SimpleNamespace(**SETTINGS[model_name]))
+    return f"{method.fc_bits} fc / {method.conv_bits} conv"
 
 
-def run_stages(model_name: str, smoke: bool = False, train=None):
-    """Deep Compression of zoo model ``model_name`` with ``SETTINGS``:
-    (stages [(id, network)], seconds of the pipeline)."""
+def searched_pipeline(flat: dict):
+    """The pipeline of a search's recorded settings (flat keys, e.g. ``prune.sparsity``), built
+    as the search builds it: every knob not given at the pipeline's default."""
+    from .domains import Invalid
+    from .search import space
+    try:
+        return space.build("pipeline.deep_compression", flat)
+    except Invalid as err:
+        raise ValueError(f"reproduce --set: {err}") from None
+
+
+def run_stages(model_name: str, smoke: bool = False, train=None, settings: dict | None = None):
+    """Deep Compression of zoo model ``model_name`` with ``SETTINGS``, or with a search's flat
+    ``settings`` as given (smoke or not): (stages [(id, network)], seconds of the pipeline)."""
     from . import data, zoo
     from .pipeline import DeepCompression
     from .train import quiet
     if model_name not in SETTINGS:
         raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
-    settings = dict(SETTINGS[model_name])
-    if smoke:    # seconds: one short round of each stage
-        settings.update(DeepCompression.smoke)
+    if settings is not None:
+        method = searched_pipeline(settings)
+    else:
+        ours = dict(SETTINGS[model_name])
+        if smoke:    # seconds: one short round of each stage
+            ours.update(DeepCompression.smoke)
+        method = DeepCompression(**ours)
     if train is None:
-        train = data.mnist("train").subset(512, seed=0) if smoke else data.mnist("train")
-    method = DeepCompression(**settings)
+        train = data.mnist("train").subset(SMOKE_TRAIN, seed=0) if smoke else data.mnist("train")
     start = time.perf_counter()
     with quiet():
         stages = method.stages(zoo.pretrained(model_name), train)
@@ -123,8 +151,9 @@ def run_stages(model_name: str, smoke: bool = False, train=None):
 
 
 def tables(model_name: str, stages, test, seconds: float, smoke: bool = False,
-           out: str | None = None) -> dict:
-    """The figures of a Deep Compression run as tables: summary, stages, layers, paper."""
+           out: str | None = None, settings: dict | None = None) -> dict:
+    """The figures of a Deep Compression run as tables: summary, stages, layers, paper.
+    ``settings``: a search's, as given to ``run_stages`` (no pass mark is claimed for them)."""
     from . import codec
     from .train import evaluate
     (_, base), (_, pruned), (_, shared), (_, final) = stages
@@ -136,7 +165,8 @@ def tables(model_name: str, stages, test, seconds: float, smoke: bool = False,
               "quantized": evaluate(shared, test)}
     errors["huffman"] = errors["quantized"]          # lossless: checked on the decoded file
     decoded_error = 100 * (1 - evaluate(codec.decode(blobs["huffman"]), test))
-    stage_rows = [{"stage": stage, "bits": settings_bits(model_name) if stage in
+    bits = settings_bits(model_name, settings)
+    stage_rows = [{"stage": stage, "bits": bits if stage in
                    ("quantized", "huffman") else "32", "bytes": len(blob),
                    "x": round(len(blobs["dense"]) / len(blob), 2),
                    "err_pct": round(100 * (1 - errors[stage]), 2)}
@@ -149,10 +179,12 @@ def tables(model_name: str, stages, test, seconds: float, smoke: bool = False,
                "x": final_row["x"], "err_pct": final_row["err_pct"],
                "decoded_err_pct": round(decoded_error, 2), "pipeline_s": round(seconds, 1),
                "threads": torch.get_num_threads(),
+               "settings": "ours" if settings is None else "given (--set)",
                "target": f">= {want_x}x at <= {want_err} % in <= {want_s} s",
-               "met": None if smoke else (final_row["x"] >= want_x
-                                          and final_row["err_pct"] <= want_err
-                                          and seconds <= want_s),
+               # a search's settings are re-run to be checked against its study, not judged
+               "met": None if smoke or settings is not None else (
+                   final_row["x"] >= want_x and final_row["err_pct"] <= want_err
+                   and seconds <= want_s),
                "paper": f"{paper['x']}x, {paper['kb'][0]} KB -> {paper['kb'][1]} KB, "
                         f"{paper['error'][0]} % -> {paper['error'][1]} % error"}
     if out:
@@ -187,17 +219,29 @@ def paper_layers(model_name: str) -> list[dict]:
             for row in PAPER[model_name]["layers"]]
 
 
-def deep_compression(model_name: str, smoke: bool = False, out: str | None = None) -> dict:
-    """Run the pipeline on zoo model ``model_name``; the figures as a dict of tables."""
+def deep_compression(model_name: str, smoke: bool = False, out: str | None = None,
+                     settings: dict | None = None, holdout: int = 0, seed: int = 0) -> dict:
+    """Run the pipeline on zoo model ``model_name``; the figures as a dict of tables.
+    ``settings``: a search's flat settings instead of ours; ``holdout``: train without that
+    many validation images, drawn as a search with ``seed`` drew them."""
     from . import data
+    from .search.methods import holdout as split
     if model_name not in SETTINGS:
         raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
+    if settings is not None:
+        searched_pipeline(settings)          # a wrong key is said before the data loads
     test = data.mnist("test")
     train = data.mnist("train")
     if smoke:
-        train, test = train.subset(512, seed=0), test.subset(500, seed=0)
-    stages, seconds = run_stages(model_name, smoke, train)
-    out_tables = tables(model_name, stages, test, seconds, smoke, out)
-    out_tables["stages"].append(at_paper_bits(model_name, stages[1][1], train, test,
-                                              out_tables["summary"]["dense_bytes"], smoke))
+        train, test = train.subset(SMOKE_TRAIN, seed=0), test.subset(SMOKE_TEST, seed=0)
+    if holdout and not 0 < holdout < len(train):
+        raise ValueError(f"reproduce --holdout {holdout}: the training data has {len(train)} "
+                         f"images; allowed is 0 (train on all) or 1..{len(train) - 1}")
+    if holdout:
+        train = split(train, holdout, seed)[0]
+    stages, seconds = run_stages(model_name, smoke, train, settings)
+    out_tables = tables(model_name, stages, test, seconds, smoke, out, settings)
+    if settings is None:     # the paper's bits compare with our choice of bits, not a search's
+        out_tables["stages"].append(at_paper_bits(model_name, stages[1][1], train, test,
+                                                  out_tables["summary"]["dense_bytes"], smoke))
     return out_tables

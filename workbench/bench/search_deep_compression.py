@@ -13,8 +13,9 @@ the dense file, which Optuna's constraint makes TPE propose within. Two worker p
 (``python -m workbench search ... --worker K``) share one journal study; each model gets its
 share of the two hours (``MINUTES``): no trial starts after it, the running ones end. The
 network kept is the one ``Search.best`` picks (the smallest file within ``TOLERANCE`` of the
-best validation accuracy), applied again from its settings by ``Search.rebuild``, which checks
-that the file has the bytes the study recorded; its test error is measured once, at the end.
+best validation accuracy). Its settings are run again by ``reproduce deep-compression --set ...
+--holdout ...`` (the row prints that command), whose file must have the bytes the study
+recorded; its test error is measured once, at the end.
 ``wall_s`` runs from the workers' start to their exit, each one's printed front included;
 ``trials_span_s`` is the trials alone, from the first start to the last end, and the time
 budget is judged on it (the front a worker prints after its search is not part of the search).
@@ -29,6 +30,7 @@ stays None.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,25 +40,27 @@ from pathlib import Path
 import optuna
 import torch
 
-from .. import codec, data, papers, zoo
+from .. import codec, data, papers, reproduce, zoo
 from ..search import BayesSearch, open_storage
-from ..search.methods import holdout
-from ..train import evaluate, quiet
+from ..train import evaluate
 
 TARGETS = {"lenet300": (60, 1.60), "lenet5": (100, 0.80)}     # x smaller, test error %
 MINUTES = {"lenet300": 40, "lenet5": 80}                       # two hours in all
 TOLERANCE = 0.002        # validation accuracy given up for a smaller file (0.2 points)
 EVAL_IMAGES = 5000
+# The retraining is searched too: at these shares, how long the survivors retrain decides
+# how much accuracy comes back (a LeNet-300-100 trial takes seconds, a LeNet-5 one minutes).
 SPACE = {
     "lenet300": {"prune.sparsity": (0.90, 0.985), "prune.output_sparsity": (0.5, 0.95),
-                 "fc_bits": (2, 6, 1), "prune.rounds": (2, 5, 1)},
+                 "fc_bits": (2, 6, 1), "prune.rounds": (2, 5, 1), "prune.epochs": (3, 10, 1),
+                 "quant_epochs": (2, 8, 1)},
     "lenet5": {"prune.sparsity": (0.88, 0.99), "prune.output_sparsity": (0.6, 0.95),
-               "fc_bits": (2, 5, 1), "conv_bits": (3, 6, 1)},
+               "fc_bits": (2, 5, 1), "conv_bits": (3, 6, 1), "prune.epochs": (2, 5, 1)},
 }
 FIXED = {
-    "lenet300": {"prune.epochs": 4, "quant_epochs": 3, "quant_lr": 1e-3},
+    "lenet300": {"quant_lr": 1e-3},
     "lenet5": {"prune.layer_sparsity": {"features.0": 0.34}, "prune.rounds": 3,
-               "prune.epochs": 2, "prune.lr": 0.05, "quant_epochs": 2, "quant_lr": 1e-3},
+               "prune.lr": 0.05, "quant_epochs": 2, "quant_lr": 1e-3},
 }
 SMOKE_FIXED = {"prune.rounds": 1, "prune.epochs": 1, "quant_epochs": 1}
 SMOKE_X = 10             # one short round reaches no 60x: the smoke budget is 1/10
@@ -101,6 +105,28 @@ def run_workers(commands: list[list[str]]) -> tuple[float, list[str]]:
     return time.perf_counter() - start, failed
 
 
+def reproduce_command(search: BayesSearch, model_name: str, settings: dict,
+                      smoke: bool) -> str:
+    """The command that re-runs the chosen settings (on one thread, as the workers ran)."""
+    pairs = " ".join(shlex.quote(f"{key}={value!r}") for key, value in settings.items())
+    return (f"OMP_NUM_THREADS=1 python -m workbench reproduce deep-compression --model "
+            f"{model_name} --holdout {search.eval_images} --seed {search.seed} --set {pairs}"
+            + (" --smoke" if smoke else ""))
+
+
+def reproduced(search: BayesSearch, model_name: str, settings: dict, smoke: bool) -> dict:
+    """``reproduce_command`` run in this process: the summary of ``reproduce``'s tables (the
+    final file's bytes and its test error)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return reproduce.deep_compression(model_name, smoke, settings=settings,
+                                          holdout=search.eval_images,
+                                          seed=search.seed)["summary"]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def trials_span(trials) -> float:
     """Seconds from the first trial's start to the last one's end: the search itself, without
     the workers' start-up and what each does after it (its front, evaluated on the test set,
@@ -115,9 +141,9 @@ def trials_span(trials) -> float:
 def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
     search = search_for(model_name, smoke)
     model = zoo.pretrained(model_name)
-    train, test = data.mnist("train"), data.mnist("test")
-    if smoke:
-        train, test = train.subset(1000, seed=0), test.subset(500, seed=0)
+    test = data.mnist("test")
+    if smoke:                   # the test images of the workers' and reproduce's smoke runs
+        test = test.subset(reproduce.SMOKE_TEST, seed=0)
     minutes = 0.05 if smoke else MINUTES[model_name]
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp) / "study.journal"
@@ -147,20 +173,17 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
            "workers_failed": failed}
     if best is None:
         return {**row, "note": no_fit, "met": None if smoke else False}
-    rest, _ = holdout(train, search.eval_images, search.seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)    # as the workers trained it: the rebuild must give its bytes
-    try:
-        with quiet():
-            network = search.rebuild(best, model, rest)    # checks the recorded bytes
-    finally:
-        torch.set_num_threads(threads)
-    dense, size = len(codec.encode(model)), len(codec.encode(network))
-    error = 100 * (1 - evaluate(network, test))
+    settings = {**search.fixed, **best.params}
+    summary = reproduced(search, model_name, settings, smoke)
+    if summary["final_bytes"] != best.user_attrs["bytes"]:
+        raise RuntimeError(f"trial {best.number} recorded {best.user_attrs['bytes']} bytes; "
+                           f"reproduce wrote {summary['final_bytes']}: not deterministic")
+    dense, size, error = len(codec.encode(model)), summary["final_bytes"], summary["err_pct"]
     return {**row, "x_smaller": round(dense / size, 1), "test_error_pct": round(error, 2),
             "bytes": size, "dense_bytes": dense,
             "validation_accuracy": round(best.values[0], 4), "trial": best.number,
-            "settings": {**search.fixed, **best.params},
+            "settings": settings,
+            "reproduce": reproduce_command(search, model_name, settings, smoke),
             "met": None if smoke else (dense / size >= target_x and error <= max_error
                                        and trials_span(trials) <= 60 * MINUTES[model_name] * 1.1)}
 
