@@ -243,7 +243,7 @@ class ShuffleNetV1(CompactNetwork):
     sliders: ClassVar[dict] = {"groups": (1, 8, 1), "width": (0.25, 1.0, 0.25)}
     smoke: ClassVar[dict] = {"epochs": 1, "groups": 2, "repeats": (1, 1, 1)}
     groups: int = knob(3, Int(1, 8))
-    width: float = knob(0.25, WIDTH)
+    width: float = knob(0.5, WIDTH)
     repeats: tuple = knob((2, 4, 2), Seq(Int(1, 16), 3, 3))
 
 
