@@ -171,6 +171,19 @@ def test_an_unmet_budget_is_a_clear_error(lenet, train):
         search.run(lenet, train, search.open())
 
 
+def test_a_study_without_a_complete_trial_says_why(lenet, train, monkeypatch):
+    search = RandomSearch(**HYBRID, trials=2)
+    with pytest.raises(ValueError, match=r"no trial completed \(0 trials, 0 failed"):
+        search.run(lenet, train, search.open(), seconds=0)     # out of time at once
+
+    def diverges(self, trial, *args):
+        raise ValueError("the loss diverged")
+    monkeypatch.setattr(RandomSearch, "trial", diverges)
+    with pytest.raises(ValueError, match=r"\(2 trials, 2 failed, 0 pruned\); the last failure: "
+                                         r"the loss diverged"):
+        search.run(lenet, train, search.open())
+
+
 def test_a_study_is_never_overwritten_and_resumes_after_an_interruption(tmp_path, lenet,
                                                                         train):
     path = tmp_path / "study.journal"

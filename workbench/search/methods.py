@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import optuna
 import torch
+from optuna.trial import TrialState
 from torch import nn
 
 from .. import codec
@@ -97,6 +98,20 @@ def figures(model: nn.Module, val: Dataset, latency: bool) -> dict:
         out["latency"] = measure.latency_ms(measure.shipped(model), val.shape, batch=1,
                                             threads=1, min_run_time=0.1)
     return out
+
+
+def no_trial_completed(study) -> str:
+    """Why a study has no result: how many trials failed or were pruned, and the last error."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    said = next((t.user_attrs["error"] for t in reversed(failed) if "error" in t.user_attrs),
+                None)
+    return (f"study {study.study_name!r}: no trial completed ({len(trials)} trials, "
+            f"{len(failed)} failed, {pruned} pruned)"
+            + (f"; the last failure: {said}" if said else "")
+            + "; allowed is a space whose settings the method accepts, and time for a trial "
+              "to end (--minutes)")
 
 
 @dataclass
@@ -233,7 +248,10 @@ class Search(Method):
         """The trial returned, among the complete ones within budget: when accuracy is the
         first objective, the smallest file within ``tolerance`` of the best accuracy;
         otherwise the best by the objectives in order (the first of equals)."""
-        within = [t for t in finished(study) if t.user_attrs["bytes"] <= budget]
+        done = finished(study)
+        if not done:
+            raise ValueError(no_trial_completed(study))
+        within = [t for t in done if t.user_attrs["bytes"] <= budget]
         if not within:
             raise ValueError(f"{type(self).__name__}.byte_budget={self.byte_budget!r}: no "
                              f"trial's file fits {budget:.0f} bytes; allowed is a larger "

@@ -11,8 +11,9 @@ store for one machine, a database server the store across machines.
 left RUNNING by the interrupted run are marked FAIL and redone), "join" is a worker: it creates
 the study or joins it.
 
-``run_trials`` runs trials until the study holds ``n_trials`` trials that are complete, pruned
-or still running in some worker, or until its deadline (a search with a time budget; each
+``run_trials`` runs trials until the study holds ``n_trials`` trials that are complete, pruned,
+failed by the method's own error (a setting it refuses: such a trial would fail again) or still
+running in some worker, or until its deadline (a search with a time budget; each
 worker has its own, and a trial running at it ends). Counting and starting a trial happen
 under one lock (a file lock beside the journal or SQLite file, an advisory lock on
 PostgreSQL), so several workers started together record exactly ``n_trials`` trials, numbered
@@ -164,7 +165,7 @@ def run_trials(study: optuna.Study, evaluate, n_trials: int, errors=(ValueError,
         with exclusive(study, study.study_name):
             # the clock is read under the lock: waiting for another worker's ask takes time
             late = deadline is not None and time.monotonic() >= deadline
-            if late or len(study.get_trials(deepcopy=False, states=COUNTED)) >= n_trials:
+            if late or counted(study) >= n_trials:
                 return
             trial = study.ask()
         try:
@@ -179,6 +180,14 @@ def run_trials(study: optuna.Study, evaluate, n_trials: int, errors=(ValueError,
             raise
         else:
             _tell(study, trial, values=values)
+
+
+def counted(study: optuna.Study) -> int:
+    """The trials that count towards ``n_trials``. A trial that failed with an error message
+    counts (redone, it would fail again: a space of refused settings would loop forever); one
+    left failed without a message, by a worker that died, is redone."""
+    return sum(t.state in COUNTED or (t.state == TrialState.FAIL and "error" in t.user_attrs)
+               for t in study.get_trials(deepcopy=False))
 
 
 def _tell(study, trial, **kwargs) -> None:
