@@ -395,9 +395,14 @@ def _nothing(ax, text: str):
     ax.set_axis_off()
 
 
-def _label_points(ax, xs, ys, labels):
+def _label_points(ax, xs, ys, labels, below: bool = False):
+    """Each point's name beside it; ``below``: slanted under it, for points on one line."""
     for x, y, text in zip(xs, ys, labels):
-        ax.annotate(text, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        if below:
+            ax.annotate(text, (x, y), fontsize=6, xytext=(0, -4), textcoords="offset points",
+                        rotation=-60, ha="left", va="top", rotation_mode="anchor", c="C1")
+        else:
+            ax.annotate(text, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
 
 
 def survey_accuracy_bytes(ax, model: str, base: dict, rows: list[dict],
@@ -437,6 +442,8 @@ def survey_speed_against_macs(ax, rows: list[dict]):
         ax.scatter([r["effective_macs_x"] for r in same], [1.0] * len(same), s=22,
                    facecolors="none", edgecolors="C1",
                    label="runs the base's layers (zeros kept): not timed, drawn at 1x")
+        _label_points(ax, [r["effective_macs_x"] for r in same], [1.0] * len(same),
+                      [r["method"] for r in same], below=True)
     for r in rows:
         c = r["latency_vs_base"]["b64"]
         lo, hi = c["spread"]
