@@ -96,6 +96,7 @@ def test_reproduce_runs_a_searchs_settings_to_the_bytes_its_trial_recorded(tmp_p
             zoo.pretrained("lenet300"), part)
     assert out.read_bytes() == codec.encode(trial)
     assert tables["summary"]["settings"] == "given (--set)" and tables["summary"]["met"] is None
+    assert tables["summary"]["train_images"] == SMOKE_TRAIN - 200
     assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized", "huffman"]
     assert tables["stages"][-1]["bits"] == "3 fc / 8 conv"
     kept = {row["layer"]: row["kept_pct"] for row in tables["layers"]}

@@ -241,6 +241,7 @@ def deep_compression(model_name: str, smoke: bool = False, out: str | None = Non
         train = split(train, holdout, seed)[0]
     stages, seconds = run_stages(model_name, smoke, train, settings)
     out_tables = tables(model_name, stages, test, seconds, smoke, out, settings)
+    out_tables["summary"]["train_images"] = len(train)      # fewer by --holdout
     if settings is None:     # the paper's bits compare with our choice of bits, not a search's
         out_tables["stages"].append(at_paper_bits(model_name, stages[1][1], train, test,
                                                   out_tables["summary"]["dense_bytes"], smoke))
