@@ -157,3 +157,15 @@ def test_a_lossless_encoding_is_compared_with_the_file_of_its_input():
     assert papers.compare(row).startswith(
         "ours: 45.4x smaller than the dense file, 1.30x smaller than its input's own file "
         "(prune.iterative then quant.kmeans, 30,601 bytes) | paper: no published figure")
+
+
+def test_the_lessons_quotes_are_for_catalogue_ids_and_name_their_source():
+    ids = {entry.id for entry in catalogue.CATALOGUE}
+    assert set(papers.QUOTED) <= ids
+    for method_id, (words, source) in papers.QUOTED.items():
+        assert words.strip() and source.strip(), method_id
+        assert re.search(r"\d", words), f"{method_id}: a quote without a figure"
+    # what a lesson's "paper vs ours" table shows for an id the catalogue gives no figure for
+    from workbench.lessons import paper_rows
+    [row] = paper_rows(["prune.winograd"], papers.QUOTED, {"prune.winograd": "ours"})
+    assert row["paper"].startswith("CIFAR-10: 10.4x") and row["source"].startswith("Liu et al.")

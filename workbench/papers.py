@@ -34,6 +34,45 @@ METRICS = ("error", "top-1 error", "top-5 error", "accuracy", "accuracy drop", "
 MNIST_TEST_IMAGES = 10_000
 
 
+# Figures the lessons quote beside the catalogue's ``paper_target`` (for an id the catalogue gives
+# no figure for, or a second figure of the same work): id -> (the source's words in short, where
+# they were read). Text, not facts: the survey does not compare with them.
+QUOTED = {
+    # pruning (lesson 01b)
+    "prune.winograd": ("CIFAR-10: 10.4x fewer multiplications, < 0.1% accuracy loss (retrained, "
+                       "with Winograd-domain ReLU)", "Liu et al. 2018, abstract"),
+    # quantization (lessons 02a and 02b), as the survey documents summarize them
+    "quant.kmeans": ("Gong et al.: 16-24x compression with about 1% loss on ImageNet (k-means "
+                     "or PQ)", "seed 004"),
+    "quant.pq": ("Gong et al.: 16-24x compression with about 1% loss on ImageNet (k-means or "
+                 "PQ)", "seed 004"),
+    "quant.trained_kmeans": ("Deep Compression (pruning + trained quantization + Huffman): "
+                             "AlexNet 35x, VGG-16 49x smaller on ImageNet", "seed 004"),
+    "quant.qcnn": ("Wu et al.: 4-6x speed-up and 15-20x compression with about 1% loss on "
+                   "ImageNet", "seed 004"),
+    "quant.bit_allocation": ("Lin et al.: over 20% smaller model without loss of accuracy",
+                             "seed 004"),
+    "quant.grad8": ("Dettmers: 8-bit approximations of gradients and activations; a 50x "
+                    "speed-up of parallel training, predicted by the paper's speed-up model for "
+                    "a system of 96 GPUs (not timed on one)",
+                    "seed 004; the 96 GPUs and the model: the paper's abstract (arXiv 1511.04561)"),
+    # binary and ternary (lesson 04), from the shared FIELD-NOTES
+    "binary.bnn": ("CIFAR-10 11.40% err (MNIST 0.96%, 3x4096 MLP, 1000 epochs)",
+                   "authors' code README"),
+    "binary.xnor": ("CIFAR-10: BWN 9.88%, XNOR 10.17% err; 58x faster convolutions counted in "
+                    "high-precision operations", "XNOR-Net sec. 4.2 and abstract"),
+    "ternary.twn": ("VGG-7 CIFAR-10 92.56%", "TWN arXiv v3, Table 2"),
+    # low rank and approximation (lesson 05), from the papers' abstracts
+    "lowrank.separable": ("2.5x speedup with no loss, 4.5x with < 1% drop (scene-text "
+                          "character CNN)", "Jaderberg et al. 2014, abstract"),
+    "lowrank.channel": ("VGG-16 4x faster at +0.3% top-5 error (nonlinear, asymmetric version)",
+                        "Zhang et al. 2016, abstract"),
+    "lowrank.sparse_decomp": ("more than 90% of the parameters zero, accuracy drop under 1% "
+                              "(ImageNet)", "Liu et al. 2015, abstract"),
+    "approx.perforation": ("AlexNet and VGG-16 accelerated 2x-4x",
+                           "Figurnov et al. 2016, abstract"),
+}
+
 @dataclass(frozen=True)
 class Result:
     """One published result. ``value`` is the compressed network's figure in ``metric``

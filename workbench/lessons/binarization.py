@@ -455,15 +455,6 @@ def lesson04_widget(method_id: str, base, test, **settings):
                           name="lenet300", **options)
 
 
-BINARY_QUOTED = {   # id: (published figure, source), from the library's FIELD-NOTES
-    "binary.bnn": ("CIFAR-10 11.40% err (MNIST 0.96%, 3x4096 MLP, 1000 epochs)",
-                   "authors' code README"),
-    "binary.xnor": ("CIFAR-10: BWN 9.88%, XNOR 10.17% err; 58x faster convolutions counted in "
-                    "high-precision operations", "XNOR-Net sec. 4.2 and abstract"),
-    "ternary.twn": ("VGG-7 CIFAR-10 92.56%", "TWN arXiv v3, Table 2"),
-}
-
-
 def trained_ours(trained_rows: list[dict], epochs: int, lenet5_accuracy: float) -> dict:
     """Section 8: "ours" for the trained methods, from section 6's rows (method label ->
     accuracy and error), "not run" where a row is missing."""
@@ -487,8 +478,8 @@ def trained_ours(trained_rows: list[dict], epochs: int, lenet5_accuracy: float) 
         "ternary.ttq": f"LeNet-300-100: {acc('lenet300: ternary.ttq')}"}
 
 
-def binary_paper_rows(ours: dict, quoted: dict = BINARY_QUOTED) -> list[dict]:
+def binary_paper_rows(ours: dict) -> list[dict]:
     """Section 8: every id of the catalogue's binary family, with the catalogue's paper target
-    and the ``quoted`` figure (each a row; "-" when neither), beside ``ours[id]``."""
-    from .. import catalogue
-    return paper_rows(catalogue.family_ids("binary"), quoted, ours, every_id=True)
+    and the figure ``papers.QUOTED`` quotes (each a row; "-" when neither), beside ``ours[id]``."""
+    from .. import catalogue, papers
+    return paper_rows(catalogue.family_ids("binary"), papers.QUOTED, ours, every_id=True)

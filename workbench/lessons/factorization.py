@@ -242,19 +242,7 @@ def paper_marks(method_id: str, knob: str) -> list[tuple[float, str]]:
     return marks
 
 
-# Figures quoted from the papers' abstracts by the library's benchmarks (section 8 of lesson
-# 05), for the methods whose catalogue entry has none.
-LOWRANK_QUOTED = {
-    "lowrank.separable": ("2.5x speedup with no loss, 4.5x with < 1% drop (scene-text "
-                          "character CNN)", "Jaderberg et al. 2014, abstract"),
-    "lowrank.channel": ("VGG-16 4x faster at +0.3% top-5 error (nonlinear, asymmetric version)",
-                        "Zhang et al. 2016, abstract"),
-    "lowrank.sparse_decomp": ("more than 90% of the parameters zero, accuracy drop under 1% "
-                              "(ImageNet)", "Liu et al. 2015, abstract"),
-    "approx.perforation": ("AlexNet and VGG-16 accelerated 2x-4x",
-                           "Figurnov et al. 2016, abstract"),
-}
-# the ends of Figurnov et al.'s "accelerated 2x-4x" (LOWRANK_QUOTED), as speed-ups
+# the ends of Figurnov et al.'s "accelerated 2x-4x" (papers.QUOTED), as speed-ups
 PERFORATION_SPEEDUPS = (2, 4)
 
 
@@ -265,11 +253,11 @@ def perforation_marks() -> list[tuple[float, str]]:
                         f"{PERFORATION_SPEEDUPS[-1]}x faster)") for s in PERFORATION_SPEEDUPS]
 
 
-def lowrank_paper_rows(ours: dict, quoted: dict = LOWRANK_QUOTED) -> list[dict]:
+def lowrank_paper_rows(ours: dict) -> list[dict]:
     """Section 8: every id of the catalogue's lowrank family, with the catalogue's paper target
-    and the ``quoted`` figure (each a row; "-" when neither), beside ``ours[id]``."""
-    from .. import catalogue
-    return paper_rows(catalogue.family_ids("lowrank"), quoted, ours, every_id=True)
+    and the figure ``papers.QUOTED`` quotes (each a row; "-" when neither), beside ``ours[id]``."""
+    from .. import catalogue, papers
+    return paper_rows(catalogue.family_ids("lowrank"), papers.QUOTED, ours, every_id=True)
 
 
 # ---------------------------------------------------------------- lesson 05: the sections'
