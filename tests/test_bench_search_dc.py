@@ -3,6 +3,7 @@ exactly, and a smoke row reports the network the study chose, applied again from
 settings, with its own file size and test error (no pass mark claimed in smoke)."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,9 @@ def test_a_smoke_row_is_the_chosen_network_measured_again():
     assert 0 <= row["test_error_pct"] <= 100
     assert {k: row["settings"][k] for k in bench.search_for("lenet300", True).fixed} \
         == bench.search_for("lenet300", True).fixed
+    # the printed command carries the chosen settings, the held-out images and the seed
+    command = shlex.split(row["reproduce"])
+    assert command[0] == "OMP_NUM_THREADS=1" and command[-1] == "--smoke"
+    assert command[command.index("--holdout") + 1] == str(bench.search_for("lenet300", True)
+                                                         .eval_images)
+    assert parse_pairs(command[command.index("--set") + 1:-1], "--set") == row["settings"]

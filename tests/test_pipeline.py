@@ -75,33 +75,38 @@ def test_deep_compression_stages(mnist_train_small):
                                atol=0, rtol=0)
 
 
-def test_reproduce_runs_a_searchs_settings_to_the_bytes_its_trial_recorded(tmp_path, capsys):
-    """What ``reproduce --set ... --holdout N`` writes is the network a search trial built:
-    the pipeline from the flat settings, trained without the held-out images."""
-    from workbench import data, zoo
-    from workbench.reproduce import SMOKE_TRAIN
-    from workbench.search import space
-    from workbench.search.methods import holdout
+def test_reproduce_runs_a_searchs_trials_to_the_bytes_they_recorded(tmp_path):
+    """``reproduce --set ... --holdout N --seed S`` (the command line the search prints) writes,
+    for each trial of a real search, the file of the bytes that trial recorded."""
+    import shlex
+
+    from workbench import data, reproduce, zoo
+    from workbench.search import RandomSearch
+    from workbench.search.command import SMOKE_TRAIN
     from workbench.train import quiet
-    settings = {"prune.sparsity": 0.93, "prune.output_sparsity": 0.7, "prune.rounds": 1,
-                "prune.epochs": 1, "fc_bits": 3, "quant_epochs": 1, "quant_lr": 1e-3}
-    out, report = tmp_path / "dc.wbnc", tmp_path / "dc.json"
-    main(["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--holdout", "200",
-          "--set", *[f"{k}={v!r}" for k, v in settings.items()],
-          "--out", str(out), "--json", str(report)])
-    tables = json.loads(report.read_text())
-    part, _ = holdout(data.mnist("train").subset(SMOKE_TRAIN, seed=0), 200, 0)
+    fixed = {"prune.rounds": 1, "prune.epochs": 1, "quant_epochs": 1, "quant_lr": 1e-3}
+    search = RandomSearch(method="pipeline.deep_compression", fixed=fixed, trials=2, seed=3,
+                          space={"prune.sparsity": (0.85, 0.97), "fc_bits": (2, 5, 1)},
+                          eval_images=200)
     with quiet():
-        trial = space.build("pipeline.deep_compression", settings).apply(
-            zoo.pretrained("lenet300"), part)
-    assert out.read_bytes() == codec.encode(trial)
-    assert tables["summary"]["settings"] == "given (--set)" and tables["summary"]["met"] is None
-    assert tables["summary"]["train_images"] == SMOKE_TRAIN - 200
-    assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized", "huffman"]
-    assert tables["stages"][-1]["bits"] == "3 fc / 8 conv"
-    kept = {row["layer"]: row["kept_pct"] for row in tables["layers"]}
-    assert kept["net.5"] == pytest.approx(30, abs=0.1)     # the output layer's own share
-    assert kept["net.1"] == pytest.approx(7, abs=0.1)
+        _, study = search.run(zoo.pretrained("lenet300"),
+                              data.mnist("train").subset(SMOKE_TRAIN, seed=0), search.open())
+    for trial in study.trials:
+        settings = {**fixed, **trial.params}
+        line = reproduce.command_line("lenet300", settings, 200, 3, smoke=True)
+        words = shlex.split(line)
+        assert words[:4] == ["OMP_NUM_THREADS=1", "python", "-m", "workbench"]
+        out, report = tmp_path / f"{trial.number}.wbnc", tmp_path / f"{trial.number}.json"
+        main([*words[4:], "--out", str(out), "--json", str(report)])
+        tables = json.loads(report.read_text())
+        assert len(out.read_bytes()) == tables["summary"]["final_bytes"] \
+            == trial.user_attrs["bytes"]
+        assert tables["given"] == {"settings": settings, "holdout": 200, "seed": 3}
+        assert tables["summary"]["met"] is None and tables["summary"]["target"] == "-"
+        assert tables["summary"]["train_images"] == SMOKE_TRAIN - 200
+        assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized",
+                                                          "huffman"]
+        assert tables["stages"][-1]["bits"] == f"{trial.params['fc_bits']} fc / 8 conv"
 
 
 def test_reproduce_command_smoke(tmp_path, capsys):

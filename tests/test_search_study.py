@@ -173,14 +173,14 @@ def test_an_unmet_budget_is_a_clear_error(lenet, train):
 
 def test_a_study_without_a_complete_trial_says_why(lenet, train, monkeypatch):
     search = RandomSearch(**HYBRID, trials=2)
-    with pytest.raises(ValueError, match=r"no trial completed \(0 trials, 0 failed"):
+    with pytest.raises(ValueError, match=r"no trial completed \(0 trials: 0 failed"):
         search.run(lenet, train, search.open(), seconds=0)     # out of time at once
 
     def diverges(self, trial, *args):
         raise ValueError("the loss diverged")
     monkeypatch.setattr(RandomSearch, "trial", diverges)
-    with pytest.raises(ValueError, match=r"\(2 trials, 2 failed, 0 pruned\); the last failure: "
-                                         r"the loss diverged"):
+    with pytest.raises(ValueError, match=r"\(2 trials: 2 failed, 0 pruned, 0 still running\); "
+                                         r"the last failure: the loss diverged"):
         search.run(lenet, train, search.open())
 
 
@@ -243,3 +243,29 @@ def test_a_time_budget_that_is_not_positive_is_refused_before_any_work(minutes, 
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "allowed is a positive number" in err, err
     assert not out.exists()
+
+
+def test_a_deep_compression_search_prints_the_reproduce_command_of_each_front_point():
+    import shlex
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from workbench.search import BayesSearch
+    from workbench.search.command import parse_pairs, reproduce_lines
+    fixed = {"prune.layer_sparsity": {"features.0": 0.34}, "quant_epochs": 2}
+    search = BayesSearch(method="pipeline.deep_compression", fixed=fixed, eval_images=300,
+                         seed=7, space={"prune.sparsity": (0.9, 0.99)}, objectives=("accuracy",))
+    study = search.open()
+    study.add_trial(create_trial(value=0.99, params={"prune.sparsity": 0.95},
+                                 distributions={"prune.sparsity": FloatDistribution(0.9, 0.99)},
+                                 user_attrs={"bytes": 12345}))
+    title, line, _ = reproduce_lines(search, study, "lenet5", smoke=False)
+    assert "reproduce" in title and line.startswith("trial 0 (12345 bytes): OMP_NUM_THREADS=")
+    words = shlex.split(line.split(": ", 1)[1])
+    assert words[words.index("--model") + 1] == "lenet5"
+    assert words[words.index("--holdout") + 1] == "300" and words[words.index("--seed") + 1] == "7"
+    assert parse_pairs(words[words.index("--set") + 1:], "--set") == {**fixed,
+                                                                      "prune.sparsity": 0.95}
+    # other methods, and networks reproduce has no tables for, get no such line
+    assert reproduce_lines(search, study, "vgg_small", smoke=False) == []

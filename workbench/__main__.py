@@ -91,11 +91,10 @@ def _reproduce(args) -> None:
     from . import reproduce
     from .measure import format_table
     from .search.command import parse_pairs
-    out = args.out or (None if args.smoke else f"deep_compression_{args.model}.wbnc")
     settings = None if args.set is None else parse_pairs(args.set, "--set")
-    if args.holdout < 0:
-        raise ValueError(f"reproduce --holdout {args.holdout}: allowed is 0 (train on every "
-                         "image) or the search's --eval-images")
+    # a search's settings do not overwrite the file of ours
+    default = f"deep_compression_{args.model}{'' if settings is None else '_searched'}.wbnc"
+    out = args.out or (None if args.smoke else default)
     tables = reproduce.deep_compression(args.model, smoke=args.smoke, out=out,
                                         settings=settings, holdout=args.holdout, seed=args.seed)
     for title, key in (("Summary", "summary"), ("Stage by stage (real file bytes)", "stages"),
@@ -193,7 +192,8 @@ def main(argv=None) -> None:
     p.add_argument("--model", required=True, choices=["lenet300", "lenet5"])
     p.add_argument("--smoke", action="store_true", help="tiny subsets, one short round")
     p.add_argument("--out", help="where to write the compressed file (default "
-                                 "deep_compression_MODEL.wbnc; none with --smoke)")
+                                 "deep_compression_MODEL.wbnc, with --set "
+                                 "deep_compression_MODEL_searched.wbnc; none with --smoke)")
     p.add_argument("--json", help="also write the tables as JSON to this path")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="a search's settings instead of ours, as its study records them "
@@ -201,7 +201,8 @@ def main(argv=None) -> None:
     p.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="train without the N validation images a search held out (its "
                         "--eval-images)")
-    p.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the search's seed, which drew the held-out images (with --holdout)")
     p.set_defaults(run=_reproduce)
 
     p = sub.add_parser("lessons", help="run the lessons and write each as a notebook and an "

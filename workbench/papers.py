@@ -73,14 +73,16 @@ QUOTED = {
                            "Figurnov et al. 2016, abstract"),
 }
 
+
 @dataclass(frozen=True)
 class Result:
     """One published result. ``value`` is the compressed network's figure in ``metric``
     (``baseline`` the paper's point of comparison in the same metric: its uncompressed
-    network, or for distillation the student trained alone); ``ratio`` how many times fewer / smaller / faster,
-    in the unit ``ratio_of``; ``removed_pct`` the paper's own "N% removed" when it says so
-    (``ratio`` is then 100 / (100 - N)); ``bits`` bits per weight when the paper states a
-    width; ``claim`` the paper's words on accuracy when it gives no number."""
+    network, or for distillation the student trained alone); ``ratio`` how many times
+    fewer / smaller / faster, in the unit ``ratio_of``; ``removed_pct`` the paper's own
+    "N% removed" when it says so (``ratio`` is then 100 / (100 - N)); ``bits`` bits per weight
+    when the paper states a width; ``claim`` the paper's words on accuracy when it gives no
+    number."""
     network: str
     dataset: str
     source: str

@@ -431,7 +431,7 @@ def survey_speed_against_macs(ax, rows: list[dict]):
     ratio of MACs, for every row whose method changes the computation. On the diagonal, time
     falls as the MACs do; below it, fewer MACs did not buy as much time. Rows with fewer
     effective MACs whose network runs its base's very layers (not timed) are open circles at
-    1x, the time their dense layers take."""
+    1x, the time their dense layers take, each named under the line."""
     changes = [r for r in rows if r.get("effective_macs_x")
                and abs(r["effective_macs_x"] - 1) > 0.01]
     same = [r for r in changes if r.get("latency_b64") and not r.get("latency_vs_base")]

@@ -8,11 +8,13 @@ relative index), before and after Huffman coding, read from the file's own heade
 file is written, decoded again and its test error measured, which must equal the network's.
 
 ``--set KEY=VALUE ...`` replaces our settings by a search's (``python -m workbench search
-pipeline.deep_compression``): the keys as the study records them (``prune.sparsity=0.96
-fc_bits=4``), every other knob at the pipeline's default, as the search built it. With
-``--holdout N`` the pipeline trains, as each trial did, on the training images minus the ``N``
-validation images the search held out (drawn with ``--seed``). Run on one thread, as the search
-workers ran, it writes the file of bytes the study recorded.
+pipeline.deep_compression``): the search's own ``--set`` values and the trial's parameters,
+with the keys as the search names them (``prune.sparsity=0.96 fc_bits=4``), every other knob at
+the pipeline's default, as the search built it. With ``--holdout N`` the pipeline trains, as
+each trial did, on the training images minus the ``N`` validation images the search held out
+(drawn with ``--seed``). Run with the thread count the search ran with, it writes the file of
+bytes the trial recorded. The search command prints this command line for each point of its
+front (``command_line``), and the search bench runs it and checks the bytes.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+
+# the smoke subsets of ``python -m workbench search --smoke``: a smoke search's settings reproduce
+from .search.command import SMOKE_TEST, SMOKE_TRAIN
 
 # Han et al. 2016, Table 2 (LeNet-300-100) and Table 3 (LeNet-5): layer, weights, kept %,
 # weight bits P+Q, weight bits P+Q+H, index bits P+Q, index bits P+Q+H, compress rate P+Q %,
@@ -55,9 +60,6 @@ SETTINGS = {
                    fc_bits=4, conv_bits=6, quant_epochs=3, quant_lr=1e-3),
 }
 TARGETS = {"lenet300": (40, 1.7, 300), "lenet5": (39, 0.85, 1200)}   # x, error %, seconds
-# Smoke subsets: those of ``python -m workbench search --smoke``, so that a smoke search's
-# settings reproduce here too.
-SMOKE_TRAIN, SMOKE_TEST = 1000, 500
 
 
 def layer_bits(entry: dict, kept: int) -> dict:
@@ -114,6 +116,16 @@ def settings_bits(model_name: str, settings: dict | None = None) -> str:
     method = (searched_pipeline(settings) if settings is not None
               else SimpleNamespace(**SETTINGS[model_name]))
     return f"{method.fc_bits} fc / {method.conv_bits} conv"
+
+
+def command_line(model_name: str, settings: dict, holdout: int, seed: int, smoke: bool,
+                 threads: int = 1) -> str:
+    """The ``reproduce`` command that runs a search's ``settings`` again, as one would type it."""
+    import shlex
+    pairs = " ".join(shlex.quote(f"{key}={value!r}") for key, value in settings.items())
+    return (f"OMP_NUM_THREADS={threads} python -m workbench reproduce deep-compression --model "
+            f"{model_name} --holdout {holdout} --seed {seed} --set {pairs}"
+            + (" --smoke" if smoke else ""))
 
 
 def searched_pipeline(flat: dict):
@@ -180,8 +192,9 @@ def tables(model_name: str, stages, test, seconds: float, smoke: bool = False,
                "decoded_err_pct": round(decoded_error, 2), "pipeline_s": round(seconds, 1),
                "threads": torch.get_num_threads(),
                "settings": "ours" if settings is None else "given (--set)",
-               "target": f">= {want_x}x at <= {want_err} % in <= {want_s} s",
                # a search's settings are re-run to be checked against its study, not judged
+               "target": f">= {want_x}x at <= {want_err} % in <= {want_s} s"
+                         if settings is None else "-",
                "met": None if smoke or settings is not None else (
                    final_row["x"] >= want_x and final_row["err_pct"] <= want_err
                    and seconds <= want_s),
@@ -230,6 +243,9 @@ def deep_compression(model_name: str, smoke: bool = False, out: str | None = Non
         raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
     if settings is not None:
         searched_pipeline(settings)          # a wrong key is said before the data loads
+    if holdout < 0 or seed < 0:
+        raise ValueError(f"reproduce --holdout {holdout} --seed {seed}: allowed are whole "
+                         "numbers >= 0 (the search's --eval-images and --seed)")
     test = data.mnist("test")
     train = data.mnist("train")
     if smoke:
@@ -242,6 +258,8 @@ def deep_compression(model_name: str, smoke: bool = False, out: str | None = Non
     stages, seconds = run_stages(model_name, smoke, train, settings)
     out_tables = tables(model_name, stages, test, seconds, smoke, out, settings)
     out_tables["summary"]["train_images"] = len(train)      # fewer by --holdout
+    if settings is not None:        # what was run, so that the JSON says it
+        out_tables["given"] = {"settings": settings, "holdout": holdout, "seed": seed}
     if settings is None:     # the paper's bits compare with our choice of bits, not a search's
         out_tables["stages"].append(at_paper_bits(model_name, stages[1][1], train, test,
                                                   out_tables["summary"]["dense_bytes"], smoke))

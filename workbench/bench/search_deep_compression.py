@@ -7,8 +7,9 @@ report 40x at 1.58% and 39x at 0.74% (``workbench.papers``).
 
 How: TPE (``search.bayes``) over ``pipeline.deep_compression``: the pruning shares
 (``prune.sparsity`` for the hidden layers, ``prune.output_sparsity`` for the last one; LeNet-5's
-first convolution, 500 weights that every later layer reads, is held at Han et al.'s share) and
-the bits of the shared weights; one objective, validation accuracy, at a byte budget of 1/x of
+first convolution, 500 weights that every later layer reads, is held at Han et al.'s share),
+the bits of the shared weights and the retraining (epochs per pruning round, and on
+LeNet-300-100 the rounds and the k-means fine-tune's epochs: ``SPACE``); one objective, validation accuracy, at a byte budget of 1/x of
 the dense file, which Optuna's constraint makes TPE propose within. Two worker processes
 (``python -m workbench search ... --worker K``) share one journal study; each model gets its
 share of the two hours (``MINUTES``): no trial starts after it, the running ones end. The
@@ -30,7 +31,6 @@ stays None.
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,7 +49,8 @@ MINUTES = {"lenet300": 40, "lenet5": 80}                       # two hours in al
 TOLERANCE = 0.002        # validation accuracy given up for a smaller file (0.2 points)
 EVAL_IMAGES = 5000
 # The retraining is searched too: at these shares, how long the survivors retrain decides
-# how much accuracy comes back (a LeNet-300-100 trial takes seconds, a LeNet-5 one minutes).
+# how much accuracy comes back. A LeNet-5 epoch costs many LeNet-300-100 epochs, hence its
+# narrower range and fixed rounds.
 SPACE = {
     "lenet300": {"prune.sparsity": (0.90, 0.985), "prune.output_sparsity": (0.5, 0.95),
                  "fc_bits": (2, 6, 1), "prune.rounds": (2, 5, 1), "prune.epochs": (3, 10, 1),
@@ -105,18 +106,9 @@ def run_workers(commands: list[list[str]]) -> tuple[float, list[str]]:
     return time.perf_counter() - start, failed
 
 
-def reproduce_command(search: BayesSearch, model_name: str, settings: dict,
-                      smoke: bool) -> str:
-    """The command that re-runs the chosen settings (on one thread, as the workers ran)."""
-    pairs = " ".join(shlex.quote(f"{key}={value!r}") for key, value in settings.items())
-    return (f"OMP_NUM_THREADS=1 python -m workbench reproduce deep-compression --model "
-            f"{model_name} --holdout {search.eval_images} --seed {search.seed} --set {pairs}"
-            + (" --smoke" if smoke else ""))
-
-
 def reproduced(search: BayesSearch, model_name: str, settings: dict, smoke: bool) -> dict:
-    """``reproduce_command`` run in this process: the summary of ``reproduce``'s tables (the
-    final file's bytes and its test error)."""
+    """``reproduce.command_line`` run in this process, on one thread as the workers ran: the
+    summary of ``reproduce``'s tables (the final file's bytes and its test error)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -183,7 +175,8 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
             "bytes": size, "dense_bytes": dense,
             "validation_accuracy": round(best.values[0], 4), "trial": best.number,
             "settings": settings,
-            "reproduce": reproduce_command(search, model_name, settings, smoke),
+            "reproduce": reproduce.command_line(model_name, settings, search.eval_images,
+                                                search.seed, smoke),
             "met": None if smoke else (dense / size >= target_x and error <= max_error
                                        and trials_span(trials) <= 60 * MINUTES[model_name] * 1.1)}
 

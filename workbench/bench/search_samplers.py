@@ -15,8 +15,9 @@ The threshold. The zoo network trained on these images, so the dense network cla
 retraining. The threshold is instead taken from the task itself: every point of the grid is
 applied once (the oracle), and the threshold is the best accuracy of a point within the budget
 less ``MARGIN``. It is thus reachable by construction, and rare (the row says which share of
-the grid meets it): a search must find one of the few best files, not any file that fits. The validation split is drawn from the search's seed, so the oracle runs once
-per seed, on that seed's split.
+the grid meets it): a search must find one of the few best files, not any file that fits.
+The validation split is drawn from the search's seed, so the oracle runs once per seed, on
+that seed's split.
 
 Trials to reach: the number of the first trial of the study (counting from 1, pruned and failed
 trials included) whose recorded accuracy and bytes meet both, read from the study's trials.
@@ -34,7 +35,8 @@ epochs of every complete trial for TPE.
 Two workers: the real command (``python -m workbench search ... --worker K``), one process on a
 study of ``WORKER_TRIALS`` trials, then two processes together on another study of as many, in a
 journal file of a temporary folder, each with one torch thread. Its task is the chain with
-trained k-means (``WORKER_FIXED``), so that a trial lasts seconds rather than a fraction of one. Wall time covers the whole
+trained k-means (``trained_steps``), so that a trial lasts seconds rather than a fraction of
+one. Wall time covers the whole
 processes (start-up, data, the test accuracy of the front and its figure, which each worker
 does on its own); the trials' own span (first start to last end, from the study) is beside it.
 The measurement needs two idle cores: with a 1-minute load above ``cores - 2 + 0.5`` before
@@ -60,12 +62,16 @@ BUDGET = 1 / 25          # share of the dense file
 MARGIN = 0.01            # threshold: best point of the grid within budget, less one point
 SEEDS = (0, 1, 2)
 SAMPLERS = ("random", "grid", "tpe", "hyperband")
-# The two-worker study trains in each trial (k-means centroids fine-tuned on all the training
-# images but the held-out ones) so that a trial takes seconds: with the untrained task's
-# sub-second trials, each process's fixed start-up would hide what a second worker saves.
+# The bench's two-worker study trains in each trial (k-means centroids fine-tuned on all the
+# training images but the held-out ones) so that a trial takes seconds: with the untrained
+# task's sub-second trials, each process's fixed start-up would hide what a second worker saves.
 WORKER_TRIALS = 24
-WORKER_FIXED = {"steps": (("prune.magnitude", {}), ("quant.trained_kmeans", {"epochs": 2}))}
-SMOKE_WORKER_FIXED = {"steps": (("prune.magnitude", {}), ("quant.trained_kmeans", {"epochs": 1}))}
+WORKER_EPOCHS = {False: 2, True: 1}          # smoke -> epochs of the k-means fine-tune
+
+
+def trained_steps(epochs: int) -> dict:
+    """The fixed settings of the chain whose k-means centroids train ``epochs`` epochs."""
+    return {"steps": (("prune.magnitude", {}), ("quant.trained_kmeans", {"epochs": epochs}))}
 WORKER_TARGET = 0.6      # "about half": two workers' wall time at most 0.6 of one worker's
 
 
@@ -213,24 +219,26 @@ def task_rows(model, data, task: Task, smoke: bool) -> list[dict]:
 
 
 def worker_command(k: int, storage: Path, study: str, out: Path, trials: int,
-                   smoke: bool) -> list[str]:
+                   smoke: bool, fixed: dict | None = None) -> list[str]:
+    """Worker ``k``'s command line: the random search of ``SPACE``, the chain's steps as
+    ``fixed`` gives them (None: the untrained chain, the first task's)."""
     space = [f"{key}={spec!r}" for key, spec in SPACE.items()]
-    fixed = [f"{key}={value!r}" for key, value in
-             (SMOKE_WORKER_FIXED if smoke else WORKER_FIXED).items()]
+    settings = ["--set", *[f"{key}={value!r}" for key, value in fixed.items()]] if fixed else []
     return [sys.executable, "-m", "workbench", "search", TASK, "--model", MODEL,
-            "--sampler", "random", "--trials", str(trials), "--set", *fixed, "--space", *space,
+            "--sampler", "random", "--trials", str(trials), *settings, "--space", *space,
             "--objectives", "accuracy", "--budget", str(BUDGET),
             "--eval-images", str(500 if smoke else 5000), *(["--smoke"] if smoke else []),
             "--storage", str(storage), "--study", study, "--worker", str(k),
             "--out", str(out / f"{study}-worker{k}")]
 
 
-def timed_workers(n: int, folder: Path, study: str, trials: int, smoke: bool) -> float:
+def timed_workers(n: int, folder: Path, study: str, trials: int, smoke: bool,
+                  fixed: dict | None = None) -> float:
     """Wall seconds of ``n`` worker processes started together on ``study``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     storage = folder / "study.journal"
     start = time.perf_counter()
-    processes = [subprocess.Popen(worker_command(k, storage, study, folder, trials, smoke),
+    processes = [subprocess.Popen(worker_command(k, storage, study, folder, trials, smoke, fixed),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, env=env) for k in range(n)]
     errors = [p.communicate()[1] for p in processes]
@@ -261,9 +269,10 @@ def worker_rows(smoke: bool) -> list[dict]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        one = timed_workers(1, folder, "one-worker", trials, smoke)
+        fixed = trained_steps(WORKER_EPOCHS[smoke])
+        one = timed_workers(1, folder, "one-worker", trials, smoke, fixed)
         load_between = os.getloadavg()
-        two = timed_workers(2, folder, "two-workers", trials, smoke)
+        two = timed_workers(2, folder, "two-workers", trials, smoke, fixed)
         one_span, _ = study_span(folder, "one-worker", trials)
         two_span, by = study_span(folder, "two-workers", trials)
     load_after = os.getloadavg()
@@ -273,7 +282,7 @@ def worker_rows(smoke: bool) -> list[dict]:
     busy = load_before[0] > cores - 2 + 0.5
     ratio = two / one
     return [{"bench": "search two workers", "task": f"{TASK} on {MODEL} (prune, then k-means "
-             f"fine-tuned {'1 epoch' if smoke else '2 epochs'}), random sampler, journal file",
+             f"fine-tuned {WORKER_EPOCHS[smoke]} epoch(s)), random sampler, journal file",
              "trials": trials, "one_worker_s": round(one, 1),
              "two_workers_s": round(two, 1), "ratio": round(ratio, 3),
              "one_worker_trials_span_s": round(one_span, 1),

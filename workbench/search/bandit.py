@@ -7,9 +7,10 @@ settings with every ``epochs`` set to 0. That is an estimate: the sparsity and t
 which set most of the bytes, are the same, but masks chosen between training rounds and the
 entropy of trained codebook indices can differ. So a trial is checked again after training,
 and pruned if its real file exceeds the budget: no pruned trial can be returned. The others
-report their validation accuracy after every epoch of every training run of the searched method (a ``train.Hook`` added to each training
-step's hooks, counting epochs across the runs of a chain), and ``HyperbandPruner`` (successive
-halving over brackets of training epochs) stops those that fall behind. Hyperband assigns a
+report their validation accuracy after every epoch of every training run of the searched
+method (a ``train.Hook`` added to each training step's hooks, counting epochs across the
+runs of a chain), and ``HyperbandPruner`` (successive halving over brackets of training
+epochs) stops those that fall behind. Hyperband assigns a
 trial to a bracket from a hash of the study name and the trial number: it is reproducible only
 with a fixed study name.
 """

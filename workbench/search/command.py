@@ -19,6 +19,10 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
+# the training and test images of a smoke search (``reproduce --smoke`` uses the same, so that a
+# smoke search's settings reproduce)
+SMOKE_TRAIN, SMOKE_TEST = 1000, 500
+
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict:
     """KEY=VALUE pairs, each VALUE a Python literal (a bare word is a string)."""
@@ -97,7 +101,7 @@ def main(args) -> None:
     train = data.load(zoo.dataset_of(args.model), "train")
     test = data.load(zoo.dataset_of(args.model), "test")
     if args.smoke:
-        train, test = train.subset(1000, seed=0), test.subset(500, seed=0)
+        train, test = train.subset(SMOKE_TRAIN, seed=0), test.subset(SMOKE_TEST, seed=0)
     name = args.study or f"{args.method_id}-{args.model}-{args.sampler}"
     if args.worker is not None and args.worker < 0:
         raise ValueError(f"--worker {args.worker}: allowed is 0, 1, 2 ...")
@@ -112,6 +116,8 @@ def main(args) -> None:
           f"training images held out)\n\n{format_table(rows)}\n")
     print(f"## Pareto front, test accuracy measured once at the end\n\n"
           f"{format_table(front)}\n")
+    for line in reproduce_lines(search, study, args.model, args.smoke):
+        print(line)
     figure = pareto_plot(rows, front, base, paper_points(args.model, base["bytes"]),
                          title=f"{name}: {len(rows)} trials")
     figure.savefig(out / "pareto.png", dpi=120, bbox_inches="tight")
@@ -120,6 +126,23 @@ def main(args) -> None:
         with open(args.json, "w") as f:
             json.dump({"study": name, "trials": rows, "front": front, "base": base}, f,
                       indent=2, default=str)
+
+
+def reproduce_lines(search, study, model_name: str, smoke: bool) -> list[str]:
+    """For a Deep Compression search of a LeNet, the ``reproduce`` command of each front point
+    (the search's fixed settings and the trial's own, its held-out images and seed)."""
+    import torch
+
+    from .. import reproduce
+    if search.method != "pipeline.deep_compression" or model_name not in reproduce.SETTINGS:
+        return []
+    lines = [f"## Each front point again, with the tables of `reproduce` (on "
+             f"{torch.get_num_threads()} thread(s), as this search ran)\n"]
+    for t in sorted(pareto(study), key=lambda t: t.user_attrs["bytes"]):
+        lines.append(f"trial {t.number} ({t.user_attrs['bytes']} bytes): " + reproduce.command_line(
+            model_name, {**search.fixed, **t.params}, search.eval_images, search.seed, smoke,
+            threads=torch.get_num_threads()))
+    return lines + [""]
 
 
 def paper_points(model_name: str, dense_bytes: int) -> list[dict]:

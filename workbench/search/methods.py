@@ -9,8 +9,8 @@ into ``eval_images`` validation images (a seeded random draw) and the rest, on w
 searched method trains (if it trains); trials are measured on the validation images. The
 network returned is, among the complete trials whose file meets ``byte_budget``, the smallest
 file within ``tolerance`` of the best validation accuracy (or the best by the objectives in
-order when accuracy is not the first), re-applied from its settings (methods are deterministic) and checked to
-have the bytes the study recorded.
+order when accuracy is not the first), re-applied from its settings (methods are
+deterministic) and checked to have the bytes the study recorded.
 
 A ``byte_budget`` is an Optuna constraint (``Trial.set_constraint``): ``study.best_trials``
 holds only trials that meet it, whatever the sampler, and TPE (``search.bayes``) learns to
@@ -105,13 +105,15 @@ def no_trial_completed(study) -> str:
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
     said = next((t.user_attrs["error"] for t in reversed(failed) if "error" in t.user_attrs),
                 None)
-    return (f"study {study.study_name!r}: no trial completed ({len(trials)} trials, "
-            f"{len(failed)} failed, {pruned} pruned)"
+    return (f"study {study.study_name!r}: no trial completed ({len(trials)} trials: "
+            f"{len(failed)} failed, {pruned} pruned, {running} still running)"
             + (f"; the last failure: {said}" if said else "")
-            + "; allowed is a space whose settings the method accepts, and time for a trial "
-              "to end (--minutes)")
+            + "; allowed is a space whose settings the method accepts, a byte budget some "
+              "trials can meet (pruned trials missed it or fell behind), and the time for "
+              "a trial to end")
 
 
 @dataclass

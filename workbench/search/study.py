@@ -183,9 +183,11 @@ def run_trials(study: optuna.Study, evaluate, n_trials: int, errors=(ValueError,
 
 
 def counted(study: optuna.Study) -> int:
-    """The trials that count towards ``n_trials``. A trial that failed with an error message
-    counts (redone, it would fail again: a space of refused settings would loop forever); one
-    left failed without a message, by a worker that died, is redone."""
+    """The trials that count towards ``n_trials``: complete, pruned, running or waiting, and
+    failed with an error message (the method refused its settings or its training diverged:
+    redone, it would fail again, and a space of refused settings would loop forever). A trial
+    that failed without a message, one a dead worker left running that ``--resume`` marked
+    failed, does not count: it is redone."""
     return sum(t.state in COUNTED or (t.state == TrialState.FAIL and "error" in t.user_attrs)
                for t in study.get_trials(deepcopy=False))
 
