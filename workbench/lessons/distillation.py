@@ -556,16 +556,21 @@ def restore_comparison(steps_of, base, test, train, teacher: str) -> list[dict]:
     return rows
 
 
+# Romero et al. 2015's MNIST teacher (a maxout network), section 4.1; checked at the source
+# (shared FIELD-NOTES), as the students' figures in ``papers.FACTS`` are
+FITNETS_MNIST_TEACHER = "maxout teacher 0.55%"
+
+
 def distill_paper_rows(hinton: dict, images: int, fitnets: dict, fsp: list[dict],
-                       restore: list[dict], settings: dict, quoted: dict) -> list[dict]:
+                       restore: list[dict], settings: dict) -> list[dict]:
     """Section 7: the papers' figures beside ours. Hinton et al.'s from
-    ``bench.distillation_kd.PAPER_MNIST``, Romero et al.'s MNIST steps from ``papers.FACTS``,
-    the others from the lesson's own quotes, ``quoted["fitnets teacher"]`` (text) and
-    ``quoted["CIFAR-10 FitNet1"]`` (text, source); ``hinton``: our
-    errors (``hinton_errors``), ``fitnets``: label -> our error %, ``fsp`` and ``restore``:
-    the rows of sections 5.2 and 6, ``settings``: id -> how ours were trained."""
+    ``bench.distillation_kd.PAPER_MNIST``, Romero et al.'s MNIST steps from ``papers.FACTS``
+    (their teacher from ``FITNETS_MNIST_TEACHER``), their CIFAR-10 result from
+    ``papers.QUOTED``; ``hinton``: our errors (``hinton_errors``), ``fitnets``: label -> our
+    error %, ``fsp`` and ``restore``: the rows of sections 5.2 and 6, ``settings``: id -> how
+    ours were trained."""
     from ..bench.distillation_kd import PAPER_MNIST, PAPER_SOURCE
-    from ..papers import MNIST_TEST_IMAGES, facts
+    from ..papers import MNIST_TEST_IMAGES, QUOTED, facts
     fit = {f.label: f for f in facts("distill.fitnets")}
     pct = lambda n, of: f"{100 * n / of:.2f}%"      # noqa: E731
     rows = [
@@ -580,11 +585,11 @@ def distill_paper_rows(hinton: dict, images: int, fitnets: dict, fsp: list[dict]
                  f"of {images:,}), {settings['distill.kd']}"},
         {"id": "distill.fitnets", "experiment": "MNIST ~30K-parameter student, alone -> KD -> hints",
          "paper": f"{fit['KD'].baseline:.2f}% -> {fit['KD'].value:.2f}% -> {fit['hints'].value:.2f}%"
-                  f" error ({quoted['fitnets teacher']})", "source": fit["hints"].source,
+                  f" error ({FITNETS_MNIST_TEACHER})", "source": fit["hints"].source,
          "ours": f"{fitnets['alone']}% -> {fitnets['KD']}% -> {fitnets['hints + KD']}% "
                  f"(LeNet-5 teacher, {settings['distill.fitnets']})"},
         {"id": "distill.fitnets", "experiment": "CIFAR-10 FitNet1",
-         "paper": quoted["CIFAR-10 FitNet1"][0], "source": quoted["CIFAR-10 FitNet1"][1],
+         "paper": QUOTED["distill.fitnets"][0], "source": QUOTED["distill.fitnets"][1],
          "ours": "not run (needs a wider teacher)"},
         {"id": "distill.fsp", "experiment": "CIFAR-10 ResNet-8 student of ResNet-20",
          "paper": "-", "source": "not checked at the source: none printed",
