@@ -588,7 +588,7 @@ def distill_paper_rows(hinton: dict, images: int, fitnets: dict, fsp: list[dict]
                   f" error ({FITNETS_MNIST_TEACHER})", "source": fit["hints"].source,
          "ours": f"{fitnets['alone']}% -> {fitnets['KD']}% -> {fitnets['hints + KD']}% "
                  f"(LeNet-5 teacher, {settings['distill.fitnets']})"},
-        {"id": "distill.fitnets", "experiment": "CIFAR-10 FitNet1",
+        {"id": "distill.fitnets", "experiment": "CIFAR-10",
          "paper": QUOTED["distill.fitnets"][0], "source": QUOTED["distill.fitnets"][1],
          "ours": "not run (needs a wider teacher)"},
         {"id": "distill.fsp", "experiment": "CIFAR-10 ResNet-8 student of ResNet-20",
