@@ -24,9 +24,9 @@ from types import SimpleNamespace
 
 import torch
 
-# the smoke subsets of ``python -m workbench search --smoke``: a smoke search's settings reproduce
-from .search.command import SMOKE_TEST, SMOKE_TRAIN
-
+# the training and test images of a smoke run, here and in ``python -m workbench search
+# --smoke`` (which reads them from here), so that a smoke search's settings reproduce
+SMOKE_TRAIN, SMOKE_TEST = 1000, 500
 # Han et al. 2016, Table 2 (LeNet-300-100) and Table 3 (LeNet-5): layer, weights, kept %,
 # weight bits P+Q, weight bits P+Q+H, index bits P+Q, index bits P+Q+H, compress rate P+Q %,
 # compress rate P+Q+H %. (P: pruning, Q: quantization, H: Huffman coding.) Transcribed.

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-# the training and test images of a smoke search (``reproduce --smoke`` uses the same, so that a
-# smoke search's settings reproduce)
-SMOKE_TRAIN, SMOKE_TEST = 1000, 500
+# the training and test images of a smoke search: reproduce's, so that its settings reproduce
+from ..reproduce import SMOKE_TEST, SMOKE_TRAIN
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict:
