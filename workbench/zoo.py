@@ -45,9 +45,10 @@ RECIPES = {
     "nin": replace(cifar_recipe(), epochs=30),
     # EffNet and EfficientNet-B0 (scaled down) ended 20 epochs at 83.60 % and 82.88 % with
     # their training accuracy no higher than the test's: they were still underfitting, so
-    # they get twice the epochs rather than a different recipe.
+    # they get more epochs rather than a different recipe. EfficientNet ended 40 epochs at
+    # 84.42 % (training accuracy 85.97 %), still under the floor and still underfitting: 60.
     "effnet": replace(cifar_recipe(), epochs=40),
-    "efficientnet": replace(cifar_recipe(), epochs=40),
+    "efficientnet": replace(cifar_recipe(), epochs=60),
 }
 TARGETS = {  # minimum test accuracy, and the paper's number for the notebooks
     "lenet300": {"min_acc": 0.983, "paper_acc": 1 - 0.0164, "paper": "Han et al. 2015, Table 1"},
