@@ -76,10 +76,10 @@ class EfficientNet(nn.Module):
     runs at stride 1 (32 x 32), the 16-channel stage (no expansion, a depthwise conv on few
     channels) takes the first stride 2 (16 x 16) instead of the 24-channel one, whose six-fold
     expansion would be the most expensive layer of the network at 32 x 32, and the 192-channel
-    stage runs at stride 1, so the 40- and 80-channel stages give 8 and 4 pixels. No dropout, no drop-connect, no
-    AutoAugment (the zoo's one recipe family; only the epochs differ, see ``zoo.RECIPES``).
-    Defaults ``width`` 0.25, ``depth`` 0.5 and ``last_channels`` 320, to keep one training run
-    at phi = 0 to a few hours on one core.
+    stage runs at stride 1, so the 40- and 80-channel stages give 8 and 4 pixels. No dropout,
+    no drop-connect, no AutoAugment (the zoo's one recipe family; only the epochs differ, see
+    ``zoo.RECIPES``). Defaults ``width`` 0.25, ``depth`` 0.5 and ``last_channels`` 320, to keep
+    one training run at phi = 0 to a few hours on one core.
     """
 
     input_shape = (3, 32, 32)
