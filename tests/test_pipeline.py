@@ -52,10 +52,36 @@ def test_deep_compression_bad_bits_are_named():
         pipeline.DeepCompression(conv_bits=4.5)
 
 
-def test_deep_compression_stages(mnist_train_small):
+@pytest.mark.parametrize("pruner,prune,match", [
+    ("prune.dns", {"rounds": 2}, r"prune=\{'rounds': 2\}: pruner \(prune.dns\): unknown settings"),
+    ("prune.dns", {"c_rate": 99.0}, "c_rate"),
+    ("prune.iterative", {"c_rate": 1.0}, r"pruner \(prune.iterative\): unknown settings"),
+    ("prune.iterative", {"layer_sparsity": {"features.0": 2.0}}, "layer_sparsity"),
+])
+def test_deep_compression_checks_prune_against_its_pruner(pruner, prune, match):
+    with pytest.raises(ValueError, match=match):
+        pipeline.DeepCompression(pruner=pruner, prune=prune)
+
+
+def test_deep_compression_pruner_is_one_of_two():
+    with pytest.raises(ValueError, match="pruner='prune.magnitude'.*prune.iterative.*prune.dns"):
+        pipeline.DeepCompression(pruner="prune.magnitude")
+
+
+SMOKE_PRUNERS = {"prune.iterative": pipeline.DeepCompression.smoke,
+                 "prune.dns": {"pruner": "prune.dns", "quant_epochs": 1,
+                              "prune": {"c_rate": 0.5, "output_c_rate": 0.0, "epochs": 1}}}
+
+
+@pytest.mark.parametrize("pruner", pipeline.PRUNERS)
+def test_deep_compression_stages(mnist_train_small, pruner):
     model = untrained("lenet5", seed=6)
-    method = pipeline.DeepCompression(fc_bits=3, conv_bits=4, **pipeline.DeepCompression.smoke)
-    (_, base), (_, pruned), (_, shared), (_, final) = method.stages(model, mnist_train_small)
+    method = pipeline.DeepCompression(fc_bits=3, conv_bits=4, **SMOKE_PRUNERS[pruner])
+    stages = method.stages(model, mnist_train_small)
+    assert [name for name, _ in stages] == ["base", pruner, "quant.trained_kmeans",
+                                            "encode.huffman"]
+    (_, base), (_, pruned), (_, shared), (_, final) = stages
+    assert 0 < sum(int((m.weight == 0).sum()) for _, m in prunable_layers(pruned))
     for name, module in prunable_layers(shared):
         before = pruned.get_submodule(name).weight.detach()
         after = module.weight.detach()

@@ -350,7 +350,7 @@ def layer_fields(cls) -> list[tuple[str, str]]:
             out.append((f.name, "names"))
         elif isinstance(inner, Mapping):
             out.append((f.name, "mapping"))
-        elif type(inner).__name__ == "Settings":
+        elif type(inner).__name__ == "SettingsOf":
             out.append((f.name, "settings"))
     return out
 

@@ -49,6 +49,23 @@ def test_deep_compression_search_reaches_into_its_pruning_settings():
     assert isinstance(point["fc_bits"], int) and 0.9 <= point["prune.sparsity"] <= 0.99
 
 
+def test_with_dns_as_pruner_the_search_reaches_into_dns_settings():
+    fixed = {"pruner": "prune.dns", "prune.epochs": 1}
+    search = BayesSearch(method="pipeline.deep_compression", fixed=fixed,
+                         space={"prune.c_rate": (0.5, 4.0), "prune.surgery_share": [0.5, 0.75]})
+    method = search.searched({"prune.c_rate": 2.5, "prune.surgery_share": 0.5})
+    assert method.steps_settings()[0] == ("prune.dns", {"epochs": 1, "c_rate": 2.5,
+                                                        "surgery_share": 0.5})
+    # the knob's domain is DNS's (a Real), not that of the default pruner, which has no c_rate
+    assert spaces.knob_domain(search.method, fixed, "prune.c_rate") == \
+        spaces.domain_of(METHODS["prune.dns"], "c_rate")
+    with pytest.raises(ValueError, match="c_rate"):
+        BayesSearch(method="pipeline.deep_compression", fixed=fixed,
+                    space={"prune.c_rate": (0.5, 40.0)})
+    with pytest.raises(ValueError, match="unknown settings"):     # iterative has no c_rate
+        BayesSearch(method="pipeline.deep_compression", space={"prune.c_rate": (0.5, 4.0)})
+
+
 def test_grid_points_follow_the_steps_and_the_knobs_types():
     assert spaces.grid_values("prune.magnitude", {}, "sparsity", (0.5, 0.9, 0.2)) == \
         [0.5, 0.7, 0.9]

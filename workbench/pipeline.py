@@ -2,7 +2,8 @@
 
 ``Hybrid`` is a list of methods applied in order, each to the previous one's output: e.g.
 distill, then prune, then quantize. ``DeepCompression`` (Han, Mao, Dally 2016) is its flagship
-instance: iterative magnitude pruning with retraining (Han et al. 2015), then k-means weight
+instance: iterative magnitude pruning with retraining (Han et al. 2015; or Dynamic Network
+Surgery, Guo et al. 2016, whose pruned weights can grow back), then k-means weight
 sharing per layer with the centroids fine-tuned (conv and fc layers with their own number of
 bits), then Huffman coding of the weight indices and of the sparse relative positions. The
 first two stages change the network; the third (``encode.huffman``) is lossless and lives in
@@ -19,7 +20,7 @@ from dataclasses import dataclass, fields
 
 from torch import nn
 
-from .method import Domain, Int, Invalid, Method, Real, Tags, knob
+from .method import Choice, Domain, Int, Invalid, Method, Real, Tags, knob
 
 
 def make_method(method_id: str, settings: dict, where: str) -> Method:
@@ -71,18 +72,21 @@ class Steps(Domain):
 
 
 @dataclass(frozen=True)
-class Settings(Domain):
-    """A dict of settings of one method, checked by making it."""
-    method_id: str
+class SettingsOf(Domain):
+    """A dict of settings of the method that another field names (``field``); only its type
+    is checked here: the owner's ``validate`` makes that method with it."""
+    field: str
 
     def check(self, value):
         if not isinstance(value, dict):
             raise Invalid
-        make_method(self.method_id, value, "settings")
         return dict(value)
 
+    def method_of(self, owner: Method) -> str:
+        return getattr(owner, self.field)
+
     def describe(self):
-        return f"a dict of {self.method_id} settings"
+        return f"a dict of settings of the method that {self.field} names"
 
     def bad_values(self):
         return [5, "x", None, {"no_such_field": 1}, {"epochs": -1}, {"epochs": "x"}]
@@ -175,11 +179,16 @@ class Hybrid(Chain):
         return self.steps
 
 
+PRUNERS = ("prune.iterative", "prune.dns")     # the first stage of Deep Compression
+
+
 @dataclass
 class DeepCompression(Chain):
     """Prune, share, Huffman-code (Han, Mao, Dally 2016).
 
-    ``prune``: settings of ``prune.iterative`` (per-layer shares, rounds, epochs); then
+    ``pruner``: ``prune.iterative`` (the paper's magnitude pruning with retraining) or
+    ``prune.dns`` (Dynamic Network Surgery, whose pruned weights can come back); ``prune``: that
+    method's settings (per-layer shares, rounds, epochs; or thresholds and epochs); then
     ``quant.trained_kmeans`` with ``2**fc_bits - 1`` shared weights per fully connected layer
     and ``2**conv_bits - 1`` per convolution, the last of the ``2**bits`` codes being the zero of
     the pruned weights (the paper: 8 bits for conv, 5 for fc layers on AlexNet),
@@ -192,11 +201,18 @@ class DeepCompression(Chain):
     smoke = {"prune": {"rounds": 1, "epochs": 1}, "quant_epochs": 1}
     effects = ("fewer_nonzeros", "fewer_bytes", "encoding")
 
-    prune: dict = knob({}, Settings("prune.iterative"))
+    pruner: str = knob("prune.iterative", Choice(PRUNERS))
+    prune: dict = knob({}, SettingsOf("pruner"))
     fc_bits: int = knob(5, Int(2, 16))
     conv_bits: int = knob(8, Int(2, 16))
     quant_epochs: int = knob(3, Int(0, 1000))
     quant_lr: float = knob(1e-4, Real(1e-9, 10.0))
+
+    def validate(self):
+        try:
+            make_method(self.pruner, self.prune, "pruner")
+        except Invalid as err:
+            raise ValueError(f"{type(self).__name__}.prune={self.prune!r}: {err}") from None
 
     def step_field(self, position: int, inner: str) -> str:
         if position == 0:
@@ -208,7 +224,7 @@ class DeepCompression(Chain):
     def steps_settings(self) -> tuple:
         # b bits index 2**b symbols: 2**b - 1 shared weights and the zero of pruned weights
         # (and of the sparse format's filler entries).
-        return (("prune.iterative", dict(self.prune)),
+        return ((self.pruner, dict(self.prune)),
                 ("quant.trained_kmeans", {"k": 2 ** self.fc_bits - 1,
                                           "conv_k": 2 ** self.conv_bits - 1,
                                           "epochs": self.quant_epochs, "lr": self.quant_lr}),

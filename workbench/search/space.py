@@ -8,7 +8,8 @@ A space maps a *key* to a range or to choices:
 
 A key names a field of the searched method (``"sparsity"``), a field of one step of a chain
 (``"0.sparsity"``, ``"1.k"`` for ``pipeline.hybrid``), a field of a settings dict
-(``"prune.sparsity"`` for ``pipeline.deep_compression``), or whether a chain's step is used
+(``"prune.sparsity"`` for ``pipeline.deep_compression``, ``"prune.c_rate"`` with its
+``pruner="prune.dns"``), or whether a chain's step is used
 (``"2.use": [True, False]``). ``fixed`` settings use the same keys. The default space is what the
 method declares: its ``sliders`` (each step's, for a chain), only those its ``settings()`` show
 (a knob the other settings make it ignore, e.g. ``quality`` when pruning ``by="sparsity"``, is
@@ -168,7 +169,8 @@ def knob_domain(method_id: str, fixed: dict, key: str) -> Domain | None:
     if head.isdigit():
         return domain_of(type(method.methods()[int(head)]), tail)
     inner = domain_of(type(method), head)
-    inner_id = getattr(inner, "method_id", None)     # pipeline.Settings names its method
+    # a pipeline's settings dict (pipeline.SettingsOf) names its method in another field
+    inner_id = inner.method_of(method) if hasattr(inner, "method_of") else None
     return domain_of(METHODS[inner_id], tail) if inner_id in METHODS else None
 
 
