@@ -64,6 +64,10 @@ def test_with_dns_as_pruner_the_search_reaches_into_dns_settings():
                     space={"prune.c_rate": (0.5, 40.0)})
     with pytest.raises(ValueError, match="unknown settings"):     # iterative has no c_rate
         BayesSearch(method="pipeline.deep_compression", space={"prune.c_rate": (0.5, 4.0)})
+    # a fixed dotted key is read against the fixed pruner, and a wrong one is named
+    with pytest.raises(ValueError, match=r"fixed\['prune.rounds'\]=2: .*prune.dns"):
+        BayesSearch(method="pipeline.deep_compression", fixed={**fixed, "prune.rounds": 2},
+                    space={"prune.c_rate": (0.5, 4.0)})
 
 
 def test_grid_points_follow_the_steps_and_the_knobs_types():

@@ -140,10 +140,15 @@ class Search(Method):
 
     # -- settings
     def validate(self):
-        for key, value in self.fixed.items():
+        # Each fixed key is checked alone, so that the error names it; a dotted key reaches
+        # into a step or a settings dict, and is read against the plain keys (a chain's
+        # steps, Deep Compression's pruner), checked first.
+        plain = {k: v for k, v in self.fixed.items() if "." not in k}
+        for key, value in sorted(self.fixed.items(), key=lambda item: "." in item[0]):
+            context = plain if "." in key else {k: v for k, v in plain.items()
+                                                 if k == key or k == "steps"}
             try:
-                spaces.build(self.method, {k: v for k, v in self.fixed.items()
-                                           if k == key or k == "steps"})
+                spaces.build(self.method, {**context, key: value})
             except Invalid as err:
                 raise ValueError(f"{type(self).__name__}.fixed[{key!r}]={value!r}: {err}") \
                     from None
