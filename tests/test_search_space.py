@@ -64,6 +64,14 @@ def test_with_dns_as_pruner_the_search_reaches_into_dns_settings():
                     space={"prune.c_rate": (0.5, 40.0)})
     with pytest.raises(ValueError, match="unknown settings"):     # iterative has no c_rate
         BayesSearch(method="pipeline.deep_compression", space={"prune.c_rate": (0.5, 4.0)})
+    # the whole prune dict fixed is read against the fixed pruner too
+    whole = {"pruner": "prune.dns", "prune": {"c_rate": 2.0}}
+    assert BayesSearch(method="pipeline.deep_compression", fixed=whole,
+                       space={"fc_bits": (3, 5, 1)}).searched({"fc_bits": 4}).prune == \
+        {"c_rate": 2.0}
+    with pytest.raises(ValueError, match=r"fixed\['prune'\]=\{'rounds': 2\}: .*prune.dns"):
+        BayesSearch(method="pipeline.deep_compression", space={"fc_bits": (3, 5, 1)},
+                    fixed={"pruner": "prune.dns", "prune": {"rounds": 2}})
     # a fixed dotted key is read against the fixed pruner, and a wrong one is named
     with pytest.raises(ValueError, match=r"fixed\['prune.rounds'\]=2: .*prune.dns"):
         BayesSearch(method="pipeline.deep_compression", fixed={**fixed, "prune.rounds": 2},

@@ -154,6 +154,20 @@ def test_the_bandit_prunes_over_budget_and_weak_trials_and_returns_neither(lenet
     assert len(codec.encode(best)) == min(t.user_attrs["bytes"] for t in close) <= budget
 
 
+def test_the_bandit_trains_a_dns_trial_whose_file_it_cannot_predict(lenet, train):
+    # DNS prunes while it trains (no run at 0 epochs): the budget is checked after training,
+    # and Hyperband still sees every epoch
+    fixed = {"pruner": "prune.dns", "prune.epochs": 2, "quant_epochs": 1}
+    search = BanditSearch(method="pipeline.deep_compression", fixed=fixed,
+                          space={"prune.c_rate": (0.5, 1.5)}, byte_budget=0.5, trials=2,
+                          startup_trials=2, eval_images=200)
+    _, study = search.run(lenet, train, search.open())
+    assert len(study.trials) == 2
+    for t in study.trials:
+        assert "predicted_bytes" not in t.user_attrs
+        assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 3
+
+
 def test_the_default_search_compresses_rather_than_keeping_the_most_accurate(lenet, train):
     # accuracy first, bytes second, no budget: without a tolerance, one more right image
     # would win over a file many times smaller

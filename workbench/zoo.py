@@ -53,8 +53,8 @@ RECIPES = {
     "efficientnet": replace(cifar_recipe(), epochs=60),
     # ResNeXt ended 20 epochs two points under ResNet-20 with a fifth of its MACs and fewer
     # weights. Whether a compact network can match the references when it trains longer is
-    # a question of lesson 07: ResNeXt gets 60 epochs (about twice ResNet-20's training time
-    # on this CPU), the same recipe otherwise.
+    # a question of lesson 07: ResNeXt gets 60 epochs (more processor time than ResNet-20's
+    # twenty: the manifest records both), the same recipe otherwise.
     "resnext": replace(cifar_recipe(), epochs=60),
 }
 TARGETS = {  # minimum test accuracy, and the paper's number for the notebooks

@@ -47,9 +47,15 @@ def steps_of(method: Method) -> list[Method]:
     return method.methods() if isinstance(method, Chain) else [method]
 
 
-def without_training(method: Method) -> Method:
-    return replace(method, epochs=0) if "epochs" in {f.name for f in fields(method)} \
-        else method
+def without_training(method: Method) -> Method | None:
+    """``method`` with no training epochs; None if it cannot run without them (DNS prunes
+    while it trains, so only training says which weights it keeps)."""
+    if "epochs" not in {f.name for f in fields(method)}:
+        return method
+    try:
+        return replace(method, epochs=0)
+    except ValueError:
+        return None
 
 
 def with_hook(method: Method, hook: Hook) -> Method:
@@ -102,11 +108,12 @@ class BanditSearch(BayesSearch):
             steps = steps_of(self.searched(point))
         except Invalid as err:
             raise ValueError(str(err)) from None
-        predicted = len(codec.encode(apply_steps([without_training(m) for m in steps],
-                                                 model, train)))
-        trial.set_user_attr("predicted_bytes", predicted)
-        if predicted > budget:
-            raise optuna.TrialPruned(f"{predicted} bytes predicted, budget {budget:.0f}")
+        untrained = [without_training(m) for m in steps]
+        if None not in untrained:       # else the file is known only after the training
+            predicted = len(codec.encode(apply_steps(untrained, model, train)))
+            trial.set_user_attr("predicted_bytes", predicted)
+            if predicted > budget:
+                raise optuna.TrialPruned(f"{predicted} bytes predicted, budget {budget:.0f}")
         hook = ReportEpochs(trial, val)
         out = apply_steps([with_hook(m, hook) for m in steps], model, train)
         found = figures(out, val, latency=False)

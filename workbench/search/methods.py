@@ -145,8 +145,8 @@ class Search(Method):
         # steps, Deep Compression's pruner), checked first.
         plain = {k: v for k, v in self.fixed.items() if "." not in k}
         for key, value in sorted(self.fixed.items(), key=lambda item: "." in item[0]):
-            context = plain if "." in key else {k: v for k, v in plain.items()
-                                                 if k == key or k == "steps"}
+            needs = {"steps", key} | spaces.named_by(self.method, key)
+            context = plain if "." in key else {k: v for k, v in plain.items() if k in needs}
             try:
                 spaces.build(self.method, {**context, key: value})
             except Invalid as err:
@@ -154,6 +154,9 @@ class Search(Method):
                     from None
         try:
             spaces.build(self.method, self.fixed)
+        except Invalid as err:
+            raise ValueError(f"{type(self).__name__}.fixed={self.fixed!r}: {err}") from None
+        try:
             spaces.check_space(self.method, self.fixed, self.space)
             if not self.search_space():
                 raise Invalid(f"nothing to search: {self.method} declares no sliders; "

@@ -174,6 +174,14 @@ def knob_domain(method_id: str, fixed: dict, key: str) -> Domain | None:
     return domain_of(METHODS[inner_id], tail) if inner_id in METHODS else None
 
 
+def named_by(method_id: str, key: str) -> set[str]:
+    """The fields a settings dict ``key`` is read against (Deep Compression's ``prune`` names
+    its ``pruner``); empty for any other knob."""
+    from .. import METHODS
+    domain = domain_of(METHODS[method_id], key) if method_id in METHODS else None
+    return {domain.field} if hasattr(domain, "method_of") else set()
+
+
 def is_whole(method_id: str, fixed: dict, key: str, spec) -> bool:
     """Whether a range is sampled as whole numbers: an Int knob, or whole ends and step."""
     if isinstance(knob_domain(method_id, fixed, key), Int):
