@@ -15,8 +15,9 @@ retraining (epochs, and on LeNet-300-100 the learning rate and the k-means fine-
 which Optuna's constraint makes TPE propose within. Two worker processes (``python -m
 workbench search ... --worker K``) share one journal study; each model gets its share of the
 two hours (``MINUTES``): no trial starts after it, the running ones end. The network kept is the
-one ``Search.best`` picks with ``TOLERANCE`` 0: the most accurate file on validation within the budget (the smallest of
-equals), since the target rewards no byte below the budget and counts every point of error.
+one ``Search.best`` picks with ``TOLERANCE`` 0: the most accurate file on validation within the
+budget (the smallest of equals), since the target rewards no byte below the budget and counts
+every point of error.
 Its settings are run again by ``reproduce deep-compression --set ... --holdout ...`` (the row
 prints that command), whose file must have the bytes the study recorded; its test error is
 measured once, at the end.
