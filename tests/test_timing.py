@@ -1,11 +1,16 @@
 """The shared timing routine: warm, on a stated thread count, interleaved with its spread.
 
 The figures come from a shared 2-core machine, so the tests ask only what the noise cannot
-fake: an identical copy is never found faster or slower than its original, in either position
-of the comparison (the spread includes 1, or on a quiet moment the ratio is within
-``timing.TOLERANCE``, the 1-2% that memory placement alone makes); a network with half the
-channels of a convolution-heavy one (a quarter of its MACs) is found faster, with a spread that
-excludes 1. One thread (conftest), small batches, short blocks, enough pairs.
+fake: a network compared with itself is never found faster or slower (the spread includes 1,
+or the ratio is within ``timing.TOLERANCE``), so neither place in the comparison is favoured;
+a network with half the channels of a convolution-heavy one (a quarter of its MACs) is found
+faster, with a spread that excludes 1. One thread (conftest), small batches, short blocks,
+enough pairs.
+
+Not an identical copy: its weights lie elsewhere in memory, and when a network's weights
+nearly fill a core's cache (LeNet-300-100's two copies do), where their pages fall can make one
+copy measurably faster than the other for the life of the process. That is a true difference
+between the two objects, not a fault of the comparison; it once failed this test in CI.
 """
 from __future__ import annotations
 
@@ -32,21 +37,18 @@ def _no_change(c: timing.Comparison) -> bool:
     return (lo <= 1 <= hi or abs(c.speedup - 1) <= timing.TOLERANCE) and not c.significant
 
 
-@pytest.mark.parametrize("copy_first", [False, True], ids=["original-first", "copy-first"])
-def test_an_identical_copy_shows_no_measurable_change(zoo_model, copy_first):
+def test_a_network_compared_with_itself_shows_no_measurable_change(zoo_model):
     # Up to three comparisons: a burst of the other tests' load (pytest-xdist on the same two
-    # cores) can tip one of them; a real bias of the method (one position favoured) would
-    # show in every one, and it is each position's own test.
-    copy = clone_model(zoo_model)
-    a, b = (copy, zoo_model) if copy_first else (zoo_model, copy)
+    # cores) can tip one of them; a bias of the method (one place in the pair favoured, or
+    # the first-warmed network timed cold) would show in every one.
     tried = []
     for _ in range(3):
-        tried.append(timing.compare(a, b, zoo_model.input_shape, **FAST))
+        tried.append(timing.compare(zoo_model, zoo_model, zoo_model.input_shape, **FAST))
         if _no_change(tried[-1]):
             break
     assert _no_change(tried[-1]), [c.row() for c in tried]
     assert tried[-1].display.startswith("no measurable change")
-    assert zoo_model.training is False and copy.training is False
+    assert zoo_model.training is False
 
 
 @pytest.mark.parametrize("narrow_first", [True, False], ids=["narrow-first", "wide-first"])

@@ -20,9 +20,11 @@ What this module does about it:
   (another process took the core) does not count, however long the block. Each pair gives one
   ratio, time of B over time of A ("A is x times faster"); the result is their median and
   interquartile range. When that range includes 1 the result is *no measurable change*, shown
-  in words, not as a number; so is a median within ``TOLERANCE`` (5%) of 1: differences that
-  small come with where the weights lie in memory (on a quiet machine an identical copy of
-  LeNet-300-100 ran 1-2.5% slower than its original, with a spread that excluded 1).
+  in words, not as a number; so is a median within ``TOLERANCE`` of 1: differences that small
+  come with where the weights lie in memory. An identical copy of a network can run a few
+  percent faster or slower than its original, and more when its weights nearly fill a core's
+  cache (where their pages fall decides how many evict each other), so a small ratio between
+  two networks is no evidence that a method changed their speed.
   ``compare_calls`` does the same for any two functions (a dense and a sparse matmul, two
   runtimes). ``benchmark.Timer`` does not time these blocks: its ``timeit`` adds two untimed
   calls to each, and a block's mean carries every interruption, so that on a busy machine a
