@@ -61,7 +61,9 @@ def test_round_trip_of_pruned_model(arch):
     pruned = Magnitude(sparsity=0.7).apply(model).eval()
     dense_blob = codec.encode(pruned, formats=("dense",))
     assert len(dense_blob) == expected_length(pruned, codec.read_header(dense_blob))
-    assert len(dense_blob) == len(codec.encode(model))   # dense: pruning saves no bytes
+    plain = codec.encode(model)             # dense: pruning saves no payload bytes
+    assert len(dense_blob) - codec.read_header(dense_blob)["_payload_start"] \
+        == len(plain) - codec.read_header(plain)["_payload_start"]
     blob = codec.encode(pruned)                           # best format: it does
     assert len(blob) < 0.6 * len(dense_blob)
     back = codec.decode(blob)
@@ -164,10 +166,38 @@ def test_wrong_magic_and_version(lenet300_blob):
     _, blob = lenet300_blob
     with pytest.raises(CodecError, match="not a workbench model file"):
         codec.decode(b"PK\x03\x04" + blob[4:])
-    with pytest.raises(CodecError, match=r"version 2.*version 1"):
-        codec.decode(blob[:4] + bytes([2]) + blob[5:])
+    with pytest.raises(CodecError, match=r"version 3.*versions 1, 2"):
+        codec.decode(blob[:4] + bytes([3]) + blob[5:])
     with pytest.raises(CodecError, match="expected bytes"):
         codec.decode("WBNC")
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_version_1_file_with_a_plain_header_still_decodes(lenet300_blob):
+    model, blob = lenet300_blob
+    header = codec.read_header(blob)
+    start = header.pop("_payload_start")
+    text = json.dumps(header, separators=(",", ":")).encode()
+    old = _with_crc(struct.pack("<4sBI", b"WBNC", 1, len(text)) + text + blob[start:-4])
+    assert len(old) > len(blob)            # the deflated header is the smaller
+    x = torch.randn(4, *model.input_shape)
+    assert torch.equal(codec.decode(old)(x), codec.decode(blob)(x))
+
+
+def test_a_header_that_inflates_without_bound_is_refused(lenet300_blob):
+    _, blob = lenet300_blob
+    start = codec.read_header(blob)["_payload_start"]
+    bomb = zlib.compress(b" " * (codec.container.MAX_HEADER + 1), 9)   # a few KB
+    body = struct.pack("<4sBI", b"WBNC", codec.VERSION, len(bomb)) + bomb + blob[start:-4]
+    with pytest.raises(CodecError, match="inflates past"):
+        codec.decode(_with_crc(body))
+    cut = zlib.compress(b'{"arch":"lenet300"}', 9)[:-3]
+    body = struct.pack("<4sBI", b"WBNC", codec.VERSION, len(cut)) + cut + blob[start:-4]
+    with pytest.raises(CodecError, match="cut short"):
+        codec.decode(_with_crc(body))
 
 
 def test_unknown_tensor_format_is_named(lenet300_blob):
@@ -175,9 +205,7 @@ def test_unknown_tensor_format_is_named(lenet300_blob):
     header = codec.read_header(blob)
     start = header.pop("_payload_start")
     header["tensors"][0]["format"] = "zstd"
-    new_header = json.dumps(header, separators=(",", ":")).encode()
-    body = struct.pack("<4sBI", b"WBNC", 1, len(new_header)) + new_header + blob[start:-4]
-    forged = body + struct.pack("<I", zlib.crc32(body))
+    forged = _with_crc(codec.header_block(header) + blob[start:-4])
     with pytest.raises(CodecError, match="zstd"):
         codec.decode(forged)
 

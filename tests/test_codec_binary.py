@@ -200,8 +200,7 @@ def test_a_file_whose_header_lies_about_a_signs_payload_is_refused():
     payloads = blob[start:-4]
     entry = next(t for t in header["tensors"] if t["name"] == "net.3.weight")
     entry["scale_nbytes"] -= 2          # claims the scales are shorter: the bits are "padded"
-    text = json.dumps(header, separators=(",", ":")).encode()
-    body = struct.pack("<4sBI", codec.MAGIC, codec.VERSION, len(text)) + text + payloads
+    body = codec.header_block(header) + payloads
     with pytest.raises(CodecError, match="corrupt"):
         codec.decode(body + struct.pack("<I", zlib.crc32(body)))
 

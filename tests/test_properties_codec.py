@@ -140,14 +140,12 @@ def with_crc(body: bytes) -> bytes:
 
 
 def split(blob: bytes) -> tuple[dict, bytes]:
-    length = _PREFIX.unpack_from(blob)[2]
-    header = json.loads(blob[_PREFIX.size:_PREFIX.size + length])
-    return header, blob[_PREFIX.size + length:-4]
+    header = codec.read_header(blob)
+    return header, blob[header.pop("_payload_start"):-4]
 
 
 def join(header, payloads: bytes) -> bytes:
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return with_crc(_PREFIX.pack(codec.MAGIC, codec.VERSION, len(text)) + text + payloads)
+    return with_crc(codec.header_block(header) + payloads)
 
 
 def flip(blob: bytes, at: int, mask: int) -> bytes:
@@ -213,7 +211,7 @@ def corruption(name: str) -> st.SearchStrategy:
     cut = st.integers(0, len(blob) - 1).map(lambda n: ("truncate", blob[:n], False))
     flipped = st.tuples(st.integers(0, len(blob) - 5), st.integers(1, 255)).map(
         lambda a: ("flip", flip(blob, *a), False))
-    header_end = _PREFIX.size + len(json.dumps(header, separators=(",", ":")))
+    header_end = len(blob) - len(payloads) - 4
     header_flip = st.tuples(st.integers(_PREFIX.size, header_end - 1), st.integers(1, 255)).map(
         lambda a: ("header_flip", flip(blob, *a), False))
     places = [p for p, _ in paths(header) if p]

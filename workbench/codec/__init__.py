@@ -30,7 +30,7 @@ from .binary import (decode_row_codebook, decode_signs, decode_ternary, encode_r
                      encode_signs, encode_ternary, weight_structure)
 from .bits import pack_bits, pack_symbols, radix_group, unpack_bits, unpack_symbols
 from .container import (MAGIC, VERSION, codec_hints, decode, encode, gzip_size,
-                        plain_state_dict, read_header)
+                        header_block, plain_state_dict, read_header)
 from .entropy import deep_compression_streams
 from .formats import (FLOAT_DTYPES, FORMATS, KINDS, MAX_CODEBOOK, CodecError, Format,
                       default_formats, encode_tensor, entropy_formats, narrowest_float, register,
@@ -53,7 +53,8 @@ __all__ = ["CodecError", "DEFAULT_FORMATS", "ENTROPY_FORMATS", "FLOAT_DTYPES", "
            "decode_row_codebook", "decode_signs", "decode_ternary", "deep_compression_streams",
            "default_formats",
            "encode", "encode_row_codebook", "encode_signs", "encode_tensor", "encode_ternary",
-           "entropy_formats", "gzip_size", "narrowest_float", "pack_bits", "pack_symbols",
+           "entropy_formats", "gzip_size", "header_block", "narrowest_float", "pack_bits",
+           "pack_symbols",
            "plain_state_dict", "radix_group", "read_header", "register", "register_format",
            "relative_gaps", "sparse_entries", "unpack_bits", "unpack_symbols",
            "weight_structure"]
