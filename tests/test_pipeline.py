@@ -68,6 +68,14 @@ def test_deep_compression_pruner_is_one_of_two():
         pipeline.DeepCompression(pruner="prune.magnitude")
 
 
+def test_deep_compression_hands_half_biases_to_its_quantizer():
+    steps = pipeline.DeepCompression(half_biases=True).methods()
+    assert steps[1].id == "quant.trained_kmeans" and steps[1].half_biases is True
+    assert pipeline.DeepCompression().methods()[1].half_biases is False
+    with pytest.raises(ValueError, match="half_biases"):
+        pipeline.DeepCompression(half_biases=1.5)
+
+
 SMOKE_PRUNERS = {"prune.iterative": pipeline.DeepCompression.smoke,
                  "prune.dns": {"pruner": "prune.dns", "quant_epochs": 1,
                               "prune": {"c_rate": 0.5, "output_c_rate": 0.0, "epochs": 1}}}

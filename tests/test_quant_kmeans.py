@@ -226,3 +226,24 @@ def test_frozen_biases_stay_put(mnist_train_small):
         out = method.apply(net, mnist_train_small)
     for (name, a), (_, b) in zip(prunable_layers(net), prunable_layers(out)):
         assert torch.equal(a.bias, b.bias), name
+
+
+def test_half_biases_are_rounded_to_float16_and_stored_in_two_bytes(mnist_train_small):
+    model = untrained("lenet5", seed=4)
+    with train.quiet():
+        full = TrainedKMeans(k=15, epochs=0).apply(model, mnist_train_small)
+        half = TrainedKMeans(k=15, epochs=0, half_biases=True).apply(model, mnist_train_small)
+    for (name, a), (_, b) in zip(prunable_layers(full), prunable_layers(half)):
+        assert torch.equal(a.weight, b.weight), name           # the weights are not touched
+        assert torch.equal(b.bias, a.bias.half().float()), name
+    entries = {t["name"]: t for t in codec.read_header(codec.encode(half))["tensors"]}
+    full_entries = {t["name"]: t for t in codec.read_header(codec.encode(full))["tensors"]}
+    for name, m in prunable_layers(half):
+        assert entries[f"{name}.bias"]["nbytes"] == 2 * m.bias.numel()
+        assert full_entries[f"{name}.bias"]["nbytes"] == 4 * m.bias.numel()
+    x = sample_input(model)
+    with torch.no_grad():
+        assert torch.allclose(half(x), full(x), atol=1e-2)
+    assert TrainedKMeans(half_biases=True).settings()["half_biases"] is True
+    with pytest.raises(ValueError, match="half_biases"):
+        TrainedKMeans(half_biases="yes")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 from torch import nn
 
-from .method import Choice, Domain, Int, Invalid, Method, Real, Tags, knob
+from .method import Choice, Domain, Flag, Int, Invalid, Method, Real, Tags, knob
 
 
 def make_method(method_id: str, settings: dict, where: str) -> Method:
@@ -192,7 +192,8 @@ class DeepCompression(Chain):
     ``quant.trained_kmeans`` with ``2**fc_bits - 1`` shared weights per fully connected layer
     and ``2**conv_bits - 1`` per convolution, the last of the ``2**bits`` codes being the zero of
     the pruned weights (the paper: 8 bits for conv, 5 for fc layers on AlexNet),
-    for ``quant_epochs`` epochs (zeros stay zero); then ``encode.huffman``.
+    for ``quant_epochs`` epochs (zeros stay zero), the biases rounded to float16 if
+    ``half_biases``; then ``encode.huffman``.
     """
     id = "pipeline.deep_compression"
     reference = ("Han, Mao, Dally 2016, Deep Compression: Compressing Deep Neural Networks "
@@ -207,6 +208,7 @@ class DeepCompression(Chain):
     conv_bits: int = knob(8, Int(2, 16))
     quant_epochs: int = knob(3, Int(0, 1000))
     quant_lr: float = knob(1e-4, Real(1e-9, 10.0))
+    half_biases: bool = knob(False, Flag())
 
     def validate(self):
         try:
@@ -218,7 +220,7 @@ class DeepCompression(Chain):
         if position == 0:
             return "prune"
         quant = {"lr": "quant_lr", "epochs": "quant_epochs", "k": "fc_bits",
-                 "conv_k": "conv_bits"}
+                 "conv_k": "conv_bits", "half_biases": "half_biases"}
         return quant.get(inner, "quant_lr") if position == 1 else "fc_bits"
 
     def steps_settings(self) -> tuple:
@@ -227,7 +229,8 @@ class DeepCompression(Chain):
         return ((self.pruner, dict(self.prune)),
                 ("quant.trained_kmeans", {"k": 2 ** self.fc_bits - 1,
                                           "conv_k": 2 ** self.conv_bits - 1,
-                                          "epochs": self.quant_epochs, "lr": self.quant_lr}),
+                                          "epochs": self.quant_epochs, "lr": self.quant_lr,
+                                          "half_biases": self.half_biases}),
                 ("encode.huffman", {}))
 
     def tags(self) -> Tags:

@@ -258,6 +258,10 @@ class TrainedKMeans(KMeans, TrainingMethod):
     weights (Han et al. 2016, Deep Compression, sec. 3, eq. 3); indices fixed, biases train too
     unless ``train_biases=False``. SGD with momentum, cosine learning rate, ``weight_decay``
     0 by default. ``seed`` (also k-means' with ``init="random"``) orders the batches.
+
+    ``half_biases`` rounds the layers' biases to float16 after training, so that the file holds
+    them in two bytes each: once the weights are pruned and shared, a LeNet's float32 biases are
+    a noticeable share of its file. The paper counts weights only, and says nothing of biases.
     """
     id = "quant.trained_kmeans"
     reference = ("Han, Mao, Dally 2016, Deep Compression: Compressing Deep Neural Networks "
@@ -270,11 +274,13 @@ class TrainedKMeans(KMeans, TrainingMethod):
     lr: float = 1e-3
     seed: int = knob(0, TRAIN_DOMAINS["seed"])     # the training's range, not k-means' own
     train_biases: bool = knob(True, Flag())
+    half_biases: bool = knob(False, Flag())
 
     def settings(self) -> dict:   # the seed also orders the training batches: always shown
         return {**super().settings(), "seed": self.seed, "epochs": int(self.epochs),
                 "lr": self.lr, "batch_size": int(self.batch_size),
                 "weight_decay": self.weight_decay, "train_biases": self.train_biases,
+                **({"half_biases": True} if self.half_biases else {}),
                 **self.teacher_settings()}
 
     def share(self, model: nn.Module) -> tuple[nn.Module, KeepPrunedZero]:
@@ -299,7 +305,13 @@ class TrainedKMeans(KMeans, TrainingMethod):
             self.fit(shared, data, hooks=[keep_zero], schedule="cosine")
         for p in shared.parameters():
             p.requires_grad_(True)
-        return fold(shared.eval())
+        out = fold(shared.eval())
+        if self.half_biases:
+            with torch.no_grad():
+                for _, m in quantizable_layers(out):
+                    if m.bias is not None:
+                        m.bias.copy_(m.bias.half().float())
+        return out
 
 
 METHODS = (KMeans, TrainedKMeans)
