@@ -259,3 +259,13 @@ def test_the_checkpoints_a_method_reads_are_in_its_cell_key(lenet300_bases):
     assert job["reads"] == {"lenet5": zoo.manifest()["lenet5"]["sha256"]}
     changed = {**zoo.manifest()["lenet5"], "sha256": "0" * 64}
     assert cells.cell_key(job) != cells.cell_key({**job, "reads": {"lenet5": changed["sha256"]}})
+
+
+def test_smoke_settings_follow_a_chosen_pruner():
+    # ``--smoke --set pipeline.deep_compression.pruner=prune.dns``: DNS has no rounds
+    dns = survey.make_method("pipeline.deep_compression", True, {"pruner": "prune.dns"})
+    assert dns.pruner == "prune.dns" and dns.prune == workbench.METHODS["prune.dns"].smoke
+    iterative = survey.make_method("pipeline.deep_compression", True)
+    assert iterative.prune == workbench.METHODS["prune.iterative"].smoke
+    with pytest.raises(ValueError, match="prune.magnitude"):
+        survey.make_method("pipeline.deep_compression", True, {"pruner": "prune.magnitude"})

@@ -85,6 +85,12 @@ class Method:
     # What a supported network must contain, for the error when it does not.
     requires: ClassVar[str] = "Conv2d or Linear layers"
 
+    @classmethod
+    def smoke_beside(cls, overrides: dict) -> dict:
+        """The smoke settings to merge under ``overrides``: ``smoke`` unless an override
+        changes what the smoke settings must be (a chain's step chosen by a setting)."""
+        return dict(cls.smoke)
+
     def __post_init__(self):
         check_fields(self)
         self.validate()

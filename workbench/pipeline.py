@@ -210,6 +210,15 @@ class DeepCompression(Chain):
     quant_lr: float = knob(1e-4, Real(1e-9, 10.0))
     half_biases: bool = knob(False, Flag())
 
+    @classmethod
+    def smoke_beside(cls, overrides: dict) -> dict:
+        # the prune dict holds the chosen pruner's own smoke settings (DNS has no rounds)
+        pruner = overrides.get("pruner", cls.pruner)
+        if pruner not in PRUNERS:
+            return dict(cls.smoke)            # the constructor names the bad pruner
+        from . import METHODS
+        return {**cls.smoke, "prune": dict(METHODS[pruner].smoke)}
+
     def validate(self):
         try:
             make_method(self.pruner, self.prune, "pruner")

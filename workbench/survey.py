@@ -106,7 +106,8 @@ def make_method(method_id: str, smoke: bool, overrides: dict | None = None):
     if unknown:
         raise ValueError(f"{method_id} has no setting {', '.join(unknown)}; allowed: "
                          f"{', '.join(knobs)}")
-    return cls(**{**(cls.smoke if smoke else {}), **(overrides or {})})
+    overrides = overrides or {}
+    return cls(**{**(cls.smoke_beside(overrides) if smoke else {}), **overrides})
 
 
 def method_jobs(base_reports: dict, smoke: bool, all_models: bool = False, ids=None,
