@@ -11,6 +11,7 @@ from conftest import sample_input, untrained
 
 from workbench import codec, measure, models
 from workbench.codec import CodecError
+from workbench.codec.container import MAX_HEADER
 from workbench.prune import Magnitude
 
 ARCHS = list(models.ARCHITECTURES)
@@ -187,17 +188,34 @@ def test_a_version_1_file_with_a_plain_header_still_decodes(lenet300_blob):
     assert torch.equal(codec.decode(old)(x), codec.decode(blob)(x))
 
 
-def test_a_header_that_inflates_without_bound_is_refused(lenet300_blob):
+def _with_header(packed: bytes, payloads: bytes) -> bytes:
+    """A file whose header field holds ``packed`` as it is, its CRC right."""
+    return _with_crc(struct.pack("<4sBI", b"WBNC", codec.VERSION, len(packed)) + packed
+                     + payloads)
+
+
+@pytest.mark.parametrize("packed, says", [
+    (zlib.compress(b" " * (MAX_HEADER + 1), 9), "inflates past"),     # about a kilobyte
+    (zlib.compress(b'{"arch":"lenet300"}', 9)[:-3], "cut short"),
+    (zlib.compress(b'{"arch":"lenet300"}', 9) + b"xx", "stray bytes"),
+    (b"not deflated at all", "does not inflate"),
+    (zlib.compress(b"[" * 200_000, 9), "RecursionError"),              # nested past Python's stack
+    (zlib.compress(b'{"tensors":[{"nbytes":1e400}]}', 9), "OverflowError"),
+], ids=["bomb", "cut", "stray", "garbage", "deep", "huge-size"])
+def test_a_hostile_deflated_header_is_refused_by_name(lenet300_blob, packed, says):
     _, blob = lenet300_blob
     start = codec.read_header(blob)["_payload_start"]
-    bomb = zlib.compress(b" " * (codec.container.MAX_HEADER + 1), 9)   # a few KB
-    body = struct.pack("<4sBI", b"WBNC", codec.VERSION, len(bomb)) + bomb + blob[start:-4]
-    with pytest.raises(CodecError, match="inflates past"):
-        codec.decode(_with_crc(body))
-    cut = zlib.compress(b'{"arch":"lenet300"}', 9)[:-3]
-    body = struct.pack("<4sBI", b"WBNC", codec.VERSION, len(cut)) + cut + blob[start:-4]
-    with pytest.raises(CodecError, match="cut short"):
-        codec.decode(_with_crc(body))
+    with pytest.raises(CodecError, match=says):
+        codec.decode(_with_header(packed, blob[start:-4]))
+
+
+def test_a_header_of_exactly_the_limit_inflates(monkeypatch):
+    text = b'{"a":"' + b"x" * 20 + b'"}'
+    monkeypatch.setattr(codec.container, "MAX_HEADER", len(text))
+    assert codec.container._inflate(zlib.compress(text)) == text
+    monkeypatch.setattr(codec.container, "MAX_HEADER", len(text) - 1)
+    with pytest.raises(ValueError, match="inflates past"):
+        codec.container._inflate(zlib.compress(text))
 
 
 def test_unknown_tensor_format_is_named(lenet300_blob):

@@ -2,7 +2,6 @@
 the real file of a binary LeNet-300-100 against the dense one, refusals and hostile payloads."""
 from __future__ import annotations
 
-import json
 import math
 import struct
 import zlib

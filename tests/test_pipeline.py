@@ -76,6 +76,16 @@ def test_deep_compression_hands_half_biases_to_its_quantizer():
         pipeline.DeepCompression(half_biases=1.5)
 
 
+def test_a_smoke_run_of_our_settings_keeps_their_pruning_shares_and_bits():
+    from workbench import reproduce
+    for name, ours in reproduce.SETTINGS.items():
+        quick, full = reproduce.our_pipeline(name, smoke=True), reproduce.our_pipeline(name)
+        assert quick.prune == {**full.prune, "rounds": 1, "epochs": 1}, name
+        assert (quick.fc_bits, quick.conv_bits) == (full.fc_bits, full.conv_bits) == (
+            ours["fc_bits"], ours["conv_bits"])
+        assert quick.quant_epochs == 1 and full.quant_epochs == ours["quant_epochs"]
+
+
 SMOKE_PRUNERS = {"prune.iterative": pipeline.DeepCompression.smoke,
                  "prune.dns": {"pruner": "prune.dns", "quant_epochs": 1,
                               "prune": {"c_rate": 0.5, "output_c_rate": 0.0, "epochs": 1}}}

@@ -3,9 +3,10 @@ damaged the ways a bad disk, a buggy encoder or a hostile one would, must raise 
 or decode to a network; never another exception, never a large allocation.
 
 - truncation at any length;
-- byte flips with the CRC recomputed (as a buggy encoder would write it), in the header or in
-  the payloads: a file that still decodes must give a network, and the check (outputs against
-  the original's) says whether it differs;
+- byte flips with the CRC recomputed (as a buggy encoder would write it), in the header as
+  stored (deflated), in the header's JSON text before it is deflated, or in the payloads: a
+  file that still decodes must give a network, and the check (outputs against the original's)
+  says whether it differs;
 - header edits, the JSON re-serialized with a consistent length and CRC: any value at any
   place, and values that are impossible for what they describe (0 bits, a codebook of no
   entries, a config asking for millions of units, an exponent of 10**12): the latter must be
@@ -154,6 +155,15 @@ def flip(blob: bytes, at: int, mask: int) -> bytes:
     return with_crc(bytes(raw))
 
 
+def flip_text(header: dict, payloads: bytes, at: int, mask: int) -> bytes:
+    """A byte of the header's JSON text flipped, then deflated: what the deflated header
+    protects from a bad disk, a buggy encoder writes with its own checksums right."""
+    text = bytearray(json.dumps(header, separators=(",", ":")).encode())
+    text[at % len(text)] ^= mask
+    packed = zlib.compress(bytes(text), 9)
+    return with_crc(_PREFIX.pack(codec.MAGIC, codec.VERSION, len(packed)) + packed + payloads)
+
+
 def paths(node, prefix=()):
     """Every (path, value) inside a JSON value."""
     yield prefix, node
@@ -214,6 +224,9 @@ def corruption(name: str) -> st.SearchStrategy:
     header_end = len(blob) - len(payloads) - 4
     header_flip = st.tuples(st.integers(_PREFIX.size, header_end - 1), st.integers(1, 255)).map(
         lambda a: ("header_flip", flip(blob, *a), False))
+    text_length = len(json.dumps(header, separators=(",", ":")))
+    text_flip = st.tuples(st.integers(0, text_length - 1), st.integers(1, 255)).map(
+        lambda a: ("header_text_flip", flip_text(header, payloads, *a), False))
     places = [p for p, _ in paths(header) if p]
 
     def edit(path, value):
@@ -235,7 +248,7 @@ def corruption(name: str) -> st.SearchStrategy:
                and p[0] == "tensors" for v in IMPOSSIBLE.get(p[-1], [])]
     targets += [((key,), v) for key, values in TOP_IMPOSSIBLE.items() for v in values]
     return st.one_of(
-        cut, flipped, header_flip,
+        cut, flipped, header_flip, text_flip,
         st.tuples(st.sampled_from(places), JSON_VALUES).map(lambda a: edit(*a)),
         st.sampled_from(places).map(remove),
         st.sampled_from(targets).map(lambda a: impossible(*a)))

@@ -247,3 +247,12 @@ def test_half_biases_are_rounded_to_float16_and_stored_in_two_bytes(mnist_train_
     assert TrainedKMeans(half_biases=True).settings()["half_biases"] is True
     with pytest.raises(ValueError, match="half_biases"):
         TrainedKMeans(half_biases="yes")
+
+
+def test_a_bias_beyond_float16_is_named_not_made_infinite():
+    from workbench.quantize.kmeans import round_biases_to_half
+    model = untrained("lenet300", seed=5)
+    with torch.no_grad():
+        model.net[3].bias[7] = 1e6
+    with pytest.raises(ValueError, match=r"net\.3.*1e\+06.*65504"):
+        round_biases_to_half(model)

@@ -64,7 +64,7 @@ def test_method_latency_is_interleaved_with_its_base_and_lossless_shows_no_chang
         lenet300_bases, monkeypatch):
     # Timed anyway (as before the survey skipped same-layer networks): whatever the order of
     # measurement, the survey must not show the base's own layers faster than the base (it
-    # once showed 1.31x).
+    # once showed 1.31x). At batch 64, as test_measure's lossless check and for its reason.
     bases = lenet300_bases        # conftest: skips without the checkpoint
     monkeypatch.setattr(survey, "same_layers", lambda model, base: False)
     [row], counts = survey.method_rows(bases, smoke=True, ids=["encode.sparse"],

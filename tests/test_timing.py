@@ -7,10 +7,11 @@ a network with half the channels of a convolution-heavy one (a quarter of its MA
 faster, with a spread that excludes 1. One thread (conftest), small batches, short blocks,
 enough pairs.
 
-Not an identical copy: its weights lie elsewhere in memory, and when a network's weights
-nearly fill a core's cache (LeNet-300-100's two copies do), where their pages fall can make one
-copy measurably faster than the other for the life of the process. That is a true difference
-between the two objects, not a fault of the comparison; it once failed this test in CI.
+Not an identical copy: its weights lie elsewhere in memory. In CI an identical copy of
+LeNet-300-100 at batch 1 ran measurably faster than its original, the same way in three
+comparisons and in both places, most likely because the two copies' weights, together about a
+core's cache, fell on pages that evict each other differently. That is a real difference between
+the two objects for the life of the process, not a fault of the comparison.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def _no_change(c: timing.Comparison) -> bool:
 
 def test_a_network_compared_with_itself_shows_no_measurable_change(zoo_model):
     # Up to three comparisons: a burst of the other tests' load (pytest-xdist on the same two
-    # cores) can tip one of them; a bias of the method (one place in the pair favoured, or
-    # the first-warmed network timed cold) would show in every one.
+    # cores) can tip one of them; a bias of the method (one place in the pair favoured) would
+    # show in every one.
     tried = []
     for _ in range(3):
         tried.append(timing.compare(zoo_model, zoo_model, zoo_model.input_shape, **FAST))

@@ -139,21 +139,25 @@ def searched_pipeline(flat: dict):
         raise ValueError(f"reproduce --set: {err}") from None
 
 
+def our_pipeline(model_name: str, smoke: bool = False):
+    """Deep Compression with ``SETTINGS[model_name]``; smoke: one short round of each stage,
+    with the same pruning shares and bits."""
+    from .pipeline import DeepCompression
+    ours = dict(SETTINGS[model_name])
+    if smoke:
+        quick = DeepCompression.smoke_beside(ours)
+        ours.update({**quick, "prune": {**ours.get("prune", {}), **quick.get("prune", {})}})
+    return DeepCompression(**ours)
+
+
 def run_stages(model_name: str, smoke: bool = False, train=None, settings: dict | None = None):
     """Deep Compression of zoo model ``model_name`` with ``SETTINGS``, or with a search's flat
     ``settings`` as given (smoke or not): (stages [(id, network)], seconds of the pipeline)."""
     from . import data, zoo
-    from .pipeline import DeepCompression
     from .train import quiet
     if model_name not in SETTINGS:
         raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
-    if settings is not None:
-        method = searched_pipeline(settings)
-    else:
-        ours = dict(SETTINGS[model_name])
-        if smoke:    # seconds: one short round of each stage
-            ours.update(DeepCompression.smoke)
-        method = DeepCompression(**ours)
+    method = our_pipeline(model_name, smoke) if settings is None else searched_pipeline(settings)
     if train is None:
         train = data.mnist("train").subset(SMOKE_TRAIN, seed=0) if smoke else data.mnist("train")
     start = time.perf_counter()

@@ -99,7 +99,8 @@ def chosen_methods(ids=None) -> dict:
 
 
 def make_method(method_id: str, smoke: bool, overrides: dict | None = None):
-    """``method_id`` at its defaults (smoke: its smoke settings), with ``overrides``."""
+    """``method_id`` at its defaults (smoke: its smoke settings, as they must be beside
+    ``overrides``, e.g. a chosen pruner's), with ``overrides``."""
     cls = METHODS[method_id]
     knobs = [f.name for f in fields(cls)]
     unknown = sorted(set(overrides or {}) - set(knobs))

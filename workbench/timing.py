@@ -21,10 +21,10 @@ What this module does about it:
   ratio, time of B over time of A ("A is x times faster"); the result is their median and
   interquartile range. When that range includes 1 the result is *no measurable change*, shown
   in words, not as a number; so is a median within ``TOLERANCE`` of 1: differences that small
-  come with where the weights lie in memory. An identical copy of a network can run a few
-  percent faster or slower than its original, and more when its weights nearly fill a core's
-  cache (where their pages fall decides how many evict each other), so a small ratio between
-  two networks is no evidence that a method changed their speed.
+  come with where the weights lie in memory: an identical copy of a network can run a few
+  percent faster or slower than its original. When the two networks' weights together about
+  fill a core's cache it can be much more (probably where their pages fall decides how often
+  they evict each other), so the tests of this routine compare a network with itself.
   ``compare_calls`` does the same for any two functions (a dense and a sparse matmul, two
   runtimes). ``benchmark.Timer`` does not time these blocks: its ``timeit`` adds two untimed
   calls to each, and a block's mean carries every interruption, so that on a busy machine a

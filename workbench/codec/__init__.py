@@ -51,10 +51,8 @@ def __getattr__(name: str):
 __all__ = ["CodecError", "DEFAULT_FORMATS", "ENTROPY_FORMATS", "FLOAT_DTYPES", "FORMATS", "Format",
            "KINDS", "MAGIC", "MAX_CODEBOOK", "VERSION", "as_matrix", "codec_hints", "decode",
            "decode_row_codebook", "decode_signs", "decode_ternary", "deep_compression_streams",
-           "default_formats",
-           "encode", "encode_row_codebook", "encode_signs", "encode_tensor", "encode_ternary",
-           "entropy_formats", "gzip_size", "header_block", "narrowest_float", "pack_bits",
-           "pack_symbols",
-           "plain_state_dict", "radix_group", "read_header", "register", "register_format",
-           "relative_gaps", "sparse_entries", "unpack_bits", "unpack_symbols",
-           "weight_structure"]
+           "default_formats", "encode", "encode_row_codebook", "encode_signs", "encode_tensor",
+           "encode_ternary", "entropy_formats", "gzip_size", "header_block", "narrowest_float",
+           "pack_bits", "pack_symbols", "plain_state_dict", "radix_group", "read_header",
+           "register", "register_format", "relative_gaps", "sparse_entries", "unpack_bits",
+           "unpack_symbols", "weight_structure"]

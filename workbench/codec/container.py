@@ -30,7 +30,7 @@ from .schema import check_header, check_shapes
 MAGIC = b"WBNC"
 VERSION = 2                        # 2: the header is deflated; 1: plain JSON (read, not written)
 READABLE = (1, 2)
-MAX_HEADER = 1 << 24               # bytes of inflated header, far above any zoo network's
+MAX_HEADER = 1 << 20               # bytes of inflated header, far above any zoo network's
 _PREFIX = struct.Struct("<4sBI")   # magic, version, header length
 _EXTRA_STATE = "_extra_state"      # torch's key for a module's get_extra_state()
 
@@ -96,11 +96,12 @@ def encode(model: torch.nn.Module, dtype: str | None = None, formats: tuple[str,
            ) -> bytes:
     """Bytes of ``model`` in the workbench format.
 
-    Each tensor is stored in the smallest of ``formats``. By default: every default format,
-    plus entropy coding if an encoding method asked for it (``attached(model,
-    "codec_options")``, set by ``encode.sparse`` and ``encode.huffman``, with their layout) (dense for a dense
-    tensor, Deep Compression's relative-index format for a pruned one, packed indices and a
-    codebook for a shared one ...). Floats are stored as ``dtype`` if given, else exactly.
+    Each tensor is stored in the smallest of ``formats``. By default: every default format
+    (dense for a dense tensor, Deep Compression's relative-index format for a pruned one,
+    packed indices and a codebook for a shared one ...), plus entropy coding if an encoding
+    method asked for it (``attached(model, "codec_options")``, set by ``encode.sparse`` and
+    ``encode.huffman``, with their layout). Floats are stored as ``dtype`` if given, else
+    exactly.
     ``formats=("dense",), dtype="float32"`` gives the naive file, ``("csr32",)`` plain CSR.
     """
     if dtype is not None and dtype not in FLOAT_DTYPES:
@@ -138,8 +139,11 @@ def _inflate(packed: bytes) -> bytes:
     """The JSON text of a version 2 header; at most ``MAX_HEADER`` bytes, so that a few
     hostile bytes cannot inflate to gigabytes."""
     inflater = zlib.decompressobj()
-    text = inflater.decompress(packed, MAX_HEADER)
-    if inflater.unconsumed_tail:
+    try:
+        text = inflater.decompress(packed, MAX_HEADER + 1)
+    except zlib.error as err:
+        raise ValueError(f"the header does not inflate ({err})") from None
+    if len(text) > MAX_HEADER:
         raise ValueError(f"the header inflates past {MAX_HEADER} bytes")
     if not inflater.eof or inflater.unused_data:
         raise ValueError("the deflated header is cut short or followed by stray bytes")
@@ -169,7 +173,8 @@ def read_header(blob: bytes) -> dict:
         text = blob[_PREFIX.size:end]
         header = json.loads(_inflate(text) if version == 2 else text)
         expected = end + sum(int(t["nbytes"]) for t in header["tensors"]) + 4
-    except (ValueError, KeyError, TypeError, zlib.error) as err:
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as err:
+        # RecursionError: JSON nested thousands deep; OverflowError: a size of 1e400
         header, expected, header_error = None, None, err
     if expected is not None and len(blob) != expected:
         raise CodecError(f"truncated or padded: the header describes {expected} bytes, "

@@ -259,9 +259,10 @@ class TrainedKMeans(KMeans, TrainingMethod):
     unless ``train_biases=False``. SGD with momentum, cosine learning rate, ``weight_decay``
     0 by default. ``seed`` (also k-means' with ``init="random"``) orders the batches.
 
-    ``half_biases`` rounds the layers' biases to float16 after training, so that the file holds
-    them in two bytes each: once the weights are pruned and shared, a LeNet's float32 biases are
-    a noticeable share of its file. The paper counts weights only, and says nothing of biases.
+    ``half_biases`` rounds the biases of the shared (Conv2d and Linear) layers to float16 after
+    training, so that the file holds them in two bytes each: once the weights are pruned and
+    shared, a LeNet's float32 biases are a noticeable share of its file. BatchNorm's stay
+    float32. The paper counts weights only, and says nothing of biases.
     """
     id = "quant.trained_kmeans"
     reference = ("Han, Mao, Dally 2016, Deep Compression: Compressing Deep Neural Networks "
@@ -280,6 +281,7 @@ class TrainedKMeans(KMeans, TrainingMethod):
         return {**super().settings(), "seed": self.seed, "epochs": int(self.epochs),
                 "lr": self.lr, "batch_size": int(self.batch_size),
                 "weight_decay": self.weight_decay, "train_biases": self.train_biases,
+                # shown only when on, so that earlier results keep their settings (and keys)
                 **({"half_biases": True} if self.half_biases else {}),
                 **self.teacher_settings()}
 
@@ -307,11 +309,23 @@ class TrainedKMeans(KMeans, TrainingMethod):
             p.requires_grad_(True)
         out = fold(shared.eval())
         if self.half_biases:
-            with torch.no_grad():
-                for _, m in quantizable_layers(out):
-                    if m.bias is not None:
-                        m.bias.copy_(m.bias.half().float())
+            round_biases_to_half(out)
         return out
+
+
+def round_biases_to_half(model: nn.Module) -> None:
+    """The Conv2d and Linear biases of ``model`` rounded to float16 values, in place; a bias
+    beyond float16's range is an error, not an infinity."""
+    limit = torch.finfo(torch.float16).max
+    biased = [(name, m) for name, m in quantizable_layers(model) if m.bias is not None]
+    for name, m in biased:          # all checked before any is changed
+        largest = float(m.bias.detach().abs().max())
+        if largest > limit:
+            raise ValueError(f"half_biases=True: a bias of {name} is {largest:.3g}, beyond "
+                             f"float16's {limit:g}")
+    with torch.no_grad():
+        for _, m in biased:
+            m.bias.copy_(m.bias.half().float())
 
 
 METHODS = (KMeans, TrainedKMeans)
