@@ -209,6 +209,12 @@ def test_a_hostile_deflated_header_is_refused_by_name(lenet300_blob, packed, say
         codec.decode(_with_header(packed, blob[start:-4]))
 
 
+def test_a_header_past_the_limit_is_not_written(monkeypatch):
+    monkeypatch.setattr(codec.container, "MAX_HEADER", 100)
+    with pytest.raises(ValueError, match="at most 100"):
+        codec.encode(untrained("lenet300"))
+
+
 def test_a_header_of_exactly_the_limit_inflates(monkeypatch):
     text = b'{"a":"' + b"x" * 20 + b'"}'
     monkeypatch.setattr(codec.container, "MAX_HEADER", len(text))

@@ -131,6 +131,9 @@ def header_block(header: dict) -> bytes:
     """The start of a file: magic, version, length and the deflated JSON ``header`` (the
     tensors' payloads and the CRC32 follow). Tests forge damaged files with it."""
     text = json.dumps(header, separators=(",", ":")).encode()
+    if len(text) > MAX_HEADER:      # what read_header would refuse is not written
+        raise ValueError(f"the header is {len(text)} bytes of JSON; a file's header may have at "
+                         f"most {MAX_HEADER}")
     packed = zlib.compress(text, 9)
     return _PREFIX.pack(MAGIC, VERSION, len(packed)) + packed
 
