@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,20 @@ def postgres_url():
         pytest.skip(reason)
     with running_server() as server:
         yield server.url
+
+
+# ------------------------------------------------------------------ forged model files
+
+def with_crc(body: bytes) -> bytes:
+    """``body`` with the CRC32 a model file ends with: what a buggy encoder would write."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def as_version_1(blob: bytes) -> bytes:
+    """The version 1 model file of the same content as the version 2 ``blob``: its header
+    inflated back to plain JSON."""
+    assert blob[4] == 2
+    (length,) = struct.unpack_from("<I", blob, 5)
+    text = zlib.decompress(blob[9:9 + length])
+    return with_crc(b"WBNC" + bytes([1]) + struct.pack("<I", len(text)) + text
+                    + blob[9 + length:-4])

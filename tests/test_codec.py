@@ -1,13 +1,12 @@
 """workbench.codec: exact round trips, exact byte counts, and clear errors on damaged files."""
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 
 import pytest
 import torch
-from conftest import sample_input, untrained
+from conftest import as_version_1, sample_input, untrained, with_crc
 
 from workbench import codec, measure, models
 from workbench.codec import CodecError
@@ -173,16 +172,9 @@ def test_wrong_magic_and_version(lenet300_blob):
         codec.decode("WBNC")
 
 
-def _with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
 def test_a_version_1_file_with_a_plain_header_still_decodes(lenet300_blob):
     model, blob = lenet300_blob
-    header = codec.read_header(blob)
-    start = header.pop("_payload_start")
-    text = json.dumps(header, separators=(",", ":")).encode()
-    old = _with_crc(struct.pack("<4sBI", b"WBNC", 1, len(text)) + text + blob[start:-4])
+    old = as_version_1(blob)
     assert len(old) > len(blob)            # the deflated header is the smaller
     x = torch.randn(4, *model.input_shape)
     assert torch.equal(codec.decode(old)(x), codec.decode(blob)(x))
@@ -190,7 +182,7 @@ def test_a_version_1_file_with_a_plain_header_still_decodes(lenet300_blob):
 
 def _with_header(packed: bytes, payloads: bytes) -> bytes:
     """A file whose header field holds ``packed`` as it is, its CRC right."""
-    return _with_crc(struct.pack("<4sBI", b"WBNC", codec.VERSION, len(packed)) + packed
+    return with_crc(struct.pack("<4sBI", b"WBNC", codec.VERSION, len(packed)) + packed
                      + payloads)
 
 
@@ -229,7 +221,7 @@ def test_unknown_tensor_format_is_named(lenet300_blob):
     header = codec.read_header(blob)
     start = header.pop("_payload_start")
     header["tensors"][0]["format"] = "zstd"
-    forged = _with_crc(codec.header_block(header) + blob[start:-4])
+    forged = with_crc(codec.header_block(header) + blob[start:-4])
     with pytest.raises(CodecError, match="zstd"):
         codec.decode(forged)
 

@@ -3,12 +3,10 @@ the real file of a binary LeNet-300-100 against the dense one, refusals and host
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 
 import pytest
 import torch
-from conftest import sample_input
+from conftest import sample_input, with_crc
 from torch import nn
 
 from workbench import codec, zoo
@@ -201,7 +199,7 @@ def test_a_file_whose_header_lies_about_a_signs_payload_is_refused():
     entry["scale_nbytes"] -= 2          # claims the scales are shorter: the bits are "padded"
     body = codec.header_block(header) + payloads
     with pytest.raises(CodecError, match="corrupt"):
-        codec.decode(body + struct.pack("<I", zlib.crc32(body)))
+        codec.decode(with_crc(body))
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4])

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
-import zlib
 
 import pytest
 import torch
-from conftest import sample_input, untrained
+from conftest import as_version_1, sample_input, untrained
 from torch.nn.utils import prune
 
 from workbench import codec, zoo
@@ -76,18 +74,10 @@ MODEL_FILES = {
 }
 
 
-def as_version_1(blob: bytes) -> bytes:
-    """The version 1 file of the same content: the header inflated back to plain JSON. The
-    deflated bytes themselves are not pinned: another zlib may deflate the same text otherwise."""
-    assert blob[4] == 2
-    (length,) = struct.unpack_from("<I", blob, 5)
-    text = zlib.decompress(blob[9:9 + length])
-    body = b"WBNC" + bytes([1]) + struct.pack("<I", len(text)) + text + blob[9 + length:-4]
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
 @pytest.mark.parametrize("case", MODEL_DIGESTS)
 def test_model_files_hold_the_bytes_of_version_1(case):
+    # the deflated bytes themselves are not pinned: another zlib may deflate the same text
+    # otherwise
     assert hashlib.sha256(as_version_1(MODEL_FILES[case]())).hexdigest() == MODEL_DIGESTS[case]
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import sample_input, untrained
+from conftest import sample_input, untrained, with_crc
 from torch.nn.utils import parametrize
 
 from workbench import codec
@@ -241,12 +241,6 @@ def test_formats_that_hold_nothing_say_so():
         codec.encode_tensor(torch.randn(8, 8), "dense")
 
 
-def fix_crc(body: bytes) -> bytes:
-    import struct
-    import zlib
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
 def test_corrupt_payload_with_a_valid_crc_is_a_codec_error_or_decodes():
     """Damage that the CRC cannot see (the CRC recomputed) never ends in another exception."""
     model = untrained("lenet300", seed=9)
@@ -261,7 +255,7 @@ def test_corrupt_payload_with_a_valid_crc_is_a_codec_error_or_decodes():
         body = bytearray(blob[:-4])
         body[position] ^= 0xFF
         try:
-            codec.decode(fix_crc(bytes(body)))
+            codec.decode(with_crc(bytes(body)))
         except CodecError:
             refused += 1
     assert refused > 0
@@ -273,4 +267,4 @@ def test_corrupt_payload_with_a_valid_crc_is_a_codec_error_or_decodes():
     coded[0]["indices"]["count"] = 10
     body = codec.header_block(raw) + blob[start:-4]
     with pytest.raises(CodecError):
-        codec.decode(fix_crc(body))
+        codec.decode(with_crc(body))

@@ -27,6 +27,7 @@ import zlib
 
 import pytest
 import torch
+from conftest import with_crc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -135,10 +136,6 @@ def decode_problem(blob: bytes, name: str, impossible: bool = False) -> tuple[st
 
 
 # ------------------------------------------------------------------ damage
-
-def with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
 
 def split(blob: bytes) -> tuple[dict, bytes]:
     header = codec.read_header(blob)

@@ -146,7 +146,7 @@ def our_pipeline(model_name: str, smoke: bool = False):
     ours = dict(SETTINGS[model_name])
     if smoke:
         quick = DeepCompression.smoke_beside(ours)
-        ours.update({**quick, "prune": {**ours.get("prune", {}), **quick.get("prune", {})}})
+        ours.update({**quick, "prune": {**ours["prune"], **quick["prune"]}})
     return DeepCompression(**ours)
 
 
