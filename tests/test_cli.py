@@ -46,6 +46,14 @@ def test_survey_without_data_is_one_line_saying_where_to_put_the_files(
      "--holdout -5"),
     (["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--holdout",
       "99999"], "--holdout 99999: the training data has 1000 images"),
+    (["reproduce", "deep-compression", "--model", "lenet300", "--clean-base"],
+     "--clean-base: allowed only with --holdout N and without --smoke"),
+    (["reproduce", "deep-compression", "--model", "lenet300", "--smoke", "--holdout", "200",
+      "--clean-base"], "--clean-base: allowed only with --holdout N and without --smoke"),
+    (["search", "prune.magnitude", "--model", "lenet300", "--smoke", "--clean-base",
+      "--out", "/tmp"], "--clean-base with --smoke"),
+    (["zoo", "train", "lenet300", "--holdout", "-1"], "--holdout -1 --seed 0: allowed"),
+    (["zoo", "train", "lenet300", "--holdout", "60000"], "eval_images=60000"),
 ])
 def test_mistakes_are_one_line(argv, says, capsys):
     assert says in run_main(argv, capsys)
@@ -55,6 +63,14 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path))
     line = run_main(["reproduce", "deep-compression", "--model", "lenet300", "--smoke"], capsys)
     assert "zoo train lenet300" in line
+
+
+def test_a_missing_clean_base_says_the_command_that_makes_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path))
+    line = run_main(["reproduce", "deep-compression", "--model", "lenet300", "--holdout",
+                     "5000", "--seed", "2", "--clean-base", "--set", "fc_bits=4"], capsys)
+    assert "'lenet300-holdout5000-seed2'" in line
+    assert "zoo train lenet300 --holdout 5000 --seed 2" in line
 
 
 def test_the_real_command_prints_no_traceback():

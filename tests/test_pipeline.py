@@ -145,7 +145,8 @@ def test_reproduce_runs_a_searchs_trials_to_the_bytes_they_recorded(tmp_path):
         tables = json.loads(report.read_text())
         assert len(out.read_bytes()) == tables["summary"]["final_bytes"] \
             == trial.user_attrs["bytes"]
-        assert tables["given"] == {"settings": settings, "holdout": 200, "seed": 3}
+        assert tables["given"] == {"settings": settings, "holdout": 200, "seed": 3,
+                                   "clean_base": False}
         assert tables["summary"]["met"] is None and tables["summary"]["target"] == "-"
         assert tables["summary"]["train_images"] == SMOKE_TRAIN - 200
         assert [s["stage"] for s in tables["stages"]] == ["dense", "pruned", "quantized",
@@ -173,3 +174,39 @@ def test_reproduce_command_smoke(tmp_path, capsys):
         assert row["indices_vs_entropy"] <= 1.03 and row["gaps_vs_entropy"] <= 1.03
         # 15 shared weights and the zero: 4 bits an entry, a little more per kept weight
         assert 4.0 <= row["weight_bits_pq"] < 6 and row["weight_bits_pqh"] < row["weight_bits_pq"]
+
+
+def test_reproduce_clean_base_starts_from_the_network_that_never_saw_the_validation(
+        monkeypatch):
+    """``reproduce --holdout N --seed S --clean-base``: the pipeline starts from the zoo network
+    trained without those N images and trains on the rest, as such a trial did."""
+    from workbench import reproduce, zoo
+    if "lenet300-holdout5000-seed0" not in zoo.manifest():
+        pytest.skip("no clean LeNet-300-100 base")
+    seen = {}
+
+    def run_stages(model_name, smoke, train, settings, base):
+        seen.update(base=base, train=train)
+        raise KeyboardInterrupt                 # stop before hours of training
+    monkeypatch.setattr(reproduce, "run_stages", run_stages)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.deep_compression("lenet300", settings={"fc_bits": 4}, holdout=5000, seed=0,
+                                   clean_base=True)
+    clean = zoo.pretrained("lenet300", holdout=5000, seed=0).state_dict()
+    assert all(torch.equal(v, clean[k]) for k, v in seen["base"].state_dict().items())
+    assert len(seen["train"]) == 55_000
+
+
+def test_search_clean_base_loads_the_network_without_its_validation_images(monkeypatch,
+                                                                           tmp_path):
+    from workbench import zoo
+    asked = {}
+
+    def pretrained(name, **kwargs):
+        asked.update(name=name, **kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(zoo, "pretrained", pretrained)
+    with pytest.raises(KeyboardInterrupt):
+        main(["search", "prune.magnitude", "--model", "lenet300", "--eval-images", "3000",
+              "--seed", "7", "--clean-base", "--out", str(tmp_path)])
+    assert asked == {"name": "lenet300", "holdout": 3000, "seed": 7}

@@ -121,12 +121,20 @@ def test_checkpoint_dir_follows_environment(tmp_path, monkeypatch):
 def test_manifest_entries_are_complete(real_dir):
     entries = zoo.manifest()
     require("lenet300")
-    for name, entry in entries.items():
+    for saved, entry in entries.items():
+        name = entry.get("model", saved)         # a clean base names its architecture
         assert name in models.ARCHITECTURES
-        assert MANIFEST_KEYS <= set(entry), (name, MANIFEST_KEYS - set(entry))
-        assert zoo.sha256_of(real_dir / entry["file"]) == entry["sha256"], name
-        assert entry["test_acc"] >= zoo.TARGETS[name]["min_acc"], name
-        assert entry["command"].startswith(f"python -m workbench zoo train {name}")
+        assert saved == zoo.key(name, entry.get("holdout", 0), entry.get("holdout_seed", 0))
+        assert MANIFEST_KEYS <= set(entry), (saved, MANIFEST_KEYS - set(entry))
+        assert zoo.sha256_of(real_dir / entry["file"]) == entry["sha256"], saved
+        assert entry["command"].startswith(zoo.train_command(name, entry.get("holdout", 0),
+                                                             entry.get("holdout_seed", 0)))
+        if "holdout" in entry:   # the same recipe on fewer images: about as good, no floor
+            assert entry["train_images"] == len(data.load(zoo.dataset_of(name), "train")) \
+                - entry["holdout"]
+            assert entry["test_acc"] >= entries[name]["test_acc"] - 0.005, saved
+        else:
+            assert entry["test_acc"] >= zoo.TARGETS[name]["min_acc"], name
         if "recipe" in entry:
             assert entry["seed"] == entry["recipe"]["seed"]
             assert entry["epochs"] == entry["recipe"]["epochs"]
@@ -143,7 +151,35 @@ def test_manifest_accuracy_reproduces_on_full_test_set(name):
 
 def test_table_rows_match_manifest():
     rows = {r["model"]: r for r in zoo.table()}
-    assert set(rows) == set(models.ARCHITECTURES)
-    for name, entry in zoo.manifest().items():
-        assert rows[name]["test_acc"] == entry["test_acc"]
-        assert rows[name]["dataset"] == models.ARCHITECTURES[name][1]
+    assert set(rows) == set(models.ARCHITECTURES) | set(zoo.manifest())
+    for saved, entry in zoo.manifest().items():
+        assert rows[saved]["test_acc"] == entry["test_acc"]
+        assert rows[saved]["dataset"] == models.ARCHITECTURES[entry.get("model", saved)][1]
+
+
+def test_a_clean_base_trains_without_the_searchs_validation_images(tmp_path, monkeypatch):
+    """``zoo train NAME --holdout N --seed S``: the recipe on the training images minus those
+    a search with eval_images N and seed S validates on, saved under its own key."""
+    from workbench.search import holdout
+    monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path))
+    seen = {}
+
+    def fit(model, train_set, recipe, **kwargs):       # no training: what it was given
+        seen["train"], seen["recipe"] = train_set, recipe
+    monkeypatch.setattr(zoo, "fit", fit)
+    zoo.train("lenet300", epochs=1, progress=False, holdout=500, seed=3)
+    part, val = holdout(data.mnist("train"), 500, seed=3)
+    assert torch.equal(seen["train"].images, part.images) and len(val) == 500
+    entry = zoo.manifest()["lenet300-holdout500-seed3"]
+    assert entry["train_images"] == 59_500 and entry["model"] == "lenet300"
+    assert entry["command"] == "python -m workbench zoo train lenet300 --holdout 500 --seed 3 " \
+                               "--epochs 1"
+    assert seen["recipe"].epochs == 1
+    loaded = zoo.pretrained("lenet300", holdout=500, seed=3)
+    assert isinstance(loaded, models.LeNet300)
+    with pytest.raises(CheckpointError, match="zoo train lenet300'"):
+        zoo.pretrained("lenet300")                      # the full-data network is another file
+    with pytest.raises(CheckpointError, match="--holdout 500 --seed 4"):
+        zoo.pretrained("lenet300", holdout=500, seed=4)
+    assert [r["model"] for r in zoo.table() if r["target_min_acc"] is None] \
+        == ["lenet300-holdout500-seed3"]

@@ -54,11 +54,16 @@ def _zoo(args) -> None:
     if args.action == "train":
         for name in args.names:          # all names checked before hours of training start
             zoo.dataset_of(name)
+        if args.holdout < 0 or args.seed < 0:
+            raise ValueError(f"zoo train --holdout {args.holdout} --seed {args.seed}: allowed "
+                             f"are whole numbers >= 0 (--holdout 0: all training images)")
         for name in args.names:          # a queue: one network after another
-            if args.skip_trained and name in zoo.manifest():
-                print(f"{name}: in the zoo already, skipped", file=sys.stderr)
+            saved = zoo.key(name, args.holdout, args.seed)
+            if args.skip_trained and saved in zoo.manifest():
+                print(f"{saved}: in the zoo already, skipped", file=sys.stderr)
                 continue
-            zoo.train(name, epochs=args.epochs, progress=not args.quiet)
+            zoo.train(name, epochs=args.epochs, progress=not args.quiet,
+                      holdout=args.holdout, seed=args.seed)
     else:
         from .measure import format_table
         print(format_table(zoo.table()))
@@ -96,7 +101,8 @@ def _reproduce(args) -> None:
     default = f"deep_compression_{args.model}{'' if settings is None else '_searched'}.wbnc"
     out = args.out or (None if args.smoke else default)
     tables = reproduce.deep_compression(args.model, smoke=args.smoke, out=out,
-                                        settings=settings, holdout=args.holdout, seed=args.seed)
+                                        settings=settings, holdout=args.holdout, seed=args.seed,
+                                        clean_base=args.clean_base)
     for title, key in (("Summary", "summary"), ("Stage by stage (real file bytes)", "stages"),
                        ("Per layer, ours", "layers"),
                        ("Per layer, Han et al. 2016", "paper_layers")):
@@ -177,6 +183,11 @@ def main(argv=None) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--skip-trained", action="store_true",
                    help="skip networks that have a checkpoint (to continue a queue)")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="train without the N validation images a search with --seed holds "
+                        "out, so that its validation is clean (a separate checkpoint)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the search's seed, which draws the held-out images (with --holdout)")
     p.set_defaults(run=_zoo)
 
     p = sub.add_parser("bench", help="measured figures for an issue's targets")
@@ -203,6 +214,9 @@ def main(argv=None) -> None:
                         "--eval-images)")
     p.add_argument("--seed", type=int, default=0,
                    help="the search's seed, which drew the held-out images (with --holdout)")
+    p.add_argument("--clean-base", action="store_true",
+                   help="start from the zoo network trained without those images, as a "
+                        "search with --clean-base did (zoo train MODEL --holdout N --seed S)")
     p.set_defaults(run=_reproduce)
 
     p = sub.add_parser("lessons", help="run the lessons and write each as a notebook and an "
@@ -234,6 +248,9 @@ def main(argv=None) -> None:
                         "the method's sliders)")
     p.add_argument("--eval-images", type=int, help="validation images held out of the "
                    "training set (default 5000; 200 with --smoke)")
+    p.add_argument("--clean-base", action="store_true",
+                   help="start from the zoo network trained without those validation images "
+                        "(zoo train MODEL --holdout N --seed S), so that they are new to it")
     p.add_argument("--out", default="search", help="folder for study.journal and pareto.png")
     p.add_argument("--storage", help="a journal file or a database URL (postgresql://...)")
     p.add_argument("--study", help="the study's name (default METHOD_ID-MODEL-SAMPLER)")

@@ -12,8 +12,9 @@ pipeline.deep_compression``): the search's own ``--set`` values and the trial's 
 with the keys as the search names them (``prune.sparsity=0.96 fc_bits=4``), every other knob at
 the pipeline's default, as the search built it. With ``--holdout N`` the pipeline trains, as
 each trial did, on the training images minus the ``N`` validation images the search held out
-(drawn with ``--seed``). Run with the thread count the search ran with, it writes the file of
-bytes the trial recorded. The search command prints this command line for each point of its
+(drawn with ``--seed``); with ``--clean-base`` too it starts, as a search with ``--clean-base``
+did, from the zoo network trained without them. Run with the thread count the search ran with, it
+writes the file of bytes the trial recorded. The search command prints this command line for each point of its
 front (``command_line``), and the search bench runs it and checks the bytes.
 """
 from __future__ import annotations
@@ -119,12 +120,14 @@ def settings_bits(model_name: str, settings: dict | None = None) -> str:
 
 
 def command_line(model_name: str, settings: dict, holdout: int, seed: int, smoke: bool,
-                 threads: int = 1) -> str:
-    """The ``reproduce`` command that runs a search's ``settings`` again, as one would type it."""
+                 threads: int = 1, clean_base: bool = False) -> str:
+    """The ``reproduce`` command that runs a search's ``settings`` again, as one would type it
+    (``holdout`` 0: on all training images, a refit)."""
     import shlex
     pairs = " ".join(shlex.quote(f"{key}={value!r}") for key, value in settings.items())
     return (f"OMP_NUM_THREADS={threads} python -m workbench reproduce deep-compression --model "
-            f"{model_name} --holdout {holdout} --seed {seed} --set {pairs}"
+            f"{model_name}" + (f" --holdout {holdout} --seed {seed}" if holdout else "")
+            + f" --set {pairs}" + (" --clean-base" if clean_base else "")
             + (" --smoke" if smoke else ""))
 
 
@@ -150,9 +153,11 @@ def our_pipeline(model_name: str, smoke: bool = False):
     return DeepCompression(**ours)
 
 
-def run_stages(model_name: str, smoke: bool = False, train=None, settings: dict | None = None):
-    """Deep Compression of zoo model ``model_name`` with ``SETTINGS``, or with a search's flat
-    ``settings`` as given (smoke or not): (stages [(id, network)], seconds of the pipeline)."""
+def run_stages(model_name: str, smoke: bool = False, train=None, settings: dict | None = None,
+               base=None):
+    """Deep Compression of zoo model ``model_name`` (or of ``base``, a network of that
+    architecture) with ``SETTINGS``, or with a search's flat ``settings`` as given (smoke or
+    not): (stages [(id, network)], seconds of the pipeline)."""
     from . import data, zoo
     from .train import quiet
     if model_name not in SETTINGS:
@@ -162,7 +167,7 @@ def run_stages(model_name: str, smoke: bool = False, train=None, settings: dict 
         train = data.mnist("train").subset(SMOKE_TRAIN, seed=0) if smoke else data.mnist("train")
     start = time.perf_counter()
     with quiet():
-        stages = method.stages(zoo.pretrained(model_name), train)
+        stages = method.stages(zoo.pretrained(model_name) if base is None else base, train)
     return stages, time.perf_counter() - start
 
 
@@ -237,11 +242,13 @@ def paper_layers(model_name: str) -> list[dict]:
 
 
 def deep_compression(model_name: str, smoke: bool = False, out: str | None = None,
-                     settings: dict | None = None, holdout: int = 0, seed: int = 0) -> dict:
+                     settings: dict | None = None, holdout: int = 0, seed: int = 0,
+                     clean_base: bool = False) -> dict:
     """Run the pipeline on zoo model ``model_name``; the figures as a dict of tables.
     ``settings``: a search's flat settings instead of ours; ``holdout``: train without that
-    many validation images, drawn as a search with ``seed`` drew them."""
-    from . import data
+    many validation images, drawn as a search with ``seed`` drew them; ``clean_base``: start
+    from the zoo network trained without them too (``zoo.pretrained(..., holdout=)``)."""
+    from . import data, zoo
     from .search.methods import holdout as split
     if model_name not in SETTINGS:
         raise ValueError(f"model {model_name!r}; allowed: {', '.join(SETTINGS)}")
@@ -257,13 +264,19 @@ def deep_compression(model_name: str, smoke: bool = False, out: str | None = Non
     if holdout and not 0 < holdout < len(train):
         raise ValueError(f"reproduce --holdout {holdout}: the training data has {len(train)} "
                          f"images; allowed is 0 (train on all) or 1..{len(train) - 1}")
+    if clean_base and (smoke or not holdout):
+        raise ValueError("reproduce --clean-base: allowed only with --holdout N and without "
+                         "--smoke (the base left out N of all training images, not of a "
+                         "smoke subset)")
+    base = zoo.pretrained(model_name, holdout=holdout, seed=seed) if clean_base else None
     if holdout:
         train = split(train, holdout, seed)[0]
-    stages, seconds = run_stages(model_name, smoke, train, settings)
+    stages, seconds = run_stages(model_name, smoke, train, settings, base)
     out_tables = tables(model_name, stages, test, seconds, smoke, out, settings)
     out_tables["summary"]["train_images"] = len(train)      # fewer by --holdout
     if settings is not None:        # what was run, so that the JSON says it
-        out_tables["given"] = {"settings": settings, "holdout": holdout, "seed": seed}
+        out_tables["given"] = {"settings": settings, "holdout": holdout, "seed": seed,
+                               "clean_base": clean_base}
     if settings is None:     # the paper's bits compare with our choice of bits, not a search's
         out_tables["stages"].append(at_paper_bits(model_name, stages[1][1], train, test,
                                                   out_tables["summary"]["dense_bytes"], smoke))

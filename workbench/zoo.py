@@ -3,6 +3,11 @@
 Checkpoints are made by this project's own command, ``python -m workbench zoo train NAME``,
 and recorded in ``data/checkpoints/manifest.json`` with their sha256, test accuracy, command,
 seed, epochs, wall time and torch version.
+
+A search that selects on validation images held out of the training set needs a base network
+that has not seen them: ``zoo train NAME --holdout N --seed S`` trains NAME with its recipe on
+the training images minus the N that a search with seed S holds out (``search.holdout``), saved
+as ``key(NAME, N, S)``; ``pretrained(NAME, holdout=N, seed=S)`` loads it.
 """
 from __future__ import annotations
 
@@ -119,27 +124,41 @@ def dataset_of(name: str) -> str:
     return ARCHITECTURES[name][1]
 
 
-def pretrained(name: str, train_if_missing: bool = False) -> torch.nn.Module:
-    """The trained network ``name`` in eval mode, from its checked checkpoint.
+def key(name: str, holdout: int = 0, seed: int = 0) -> str:
+    """The checkpoint's name: ``name``, or ``name`` trained without a search's ``holdout``
+    validation images drawn by ``seed``."""
+    return f"{name}-holdout{holdout}-seed{seed}" if holdout else name
+
+
+def train_command(name: str, holdout: int = 0, seed: int = 0) -> str:
+    return (f"python -m workbench zoo train {name}"
+            + (f" --holdout {holdout} --seed {seed}" if holdout else ""))
+
+
+def pretrained(name: str, train_if_missing: bool = False, holdout: int = 0,
+               seed: int = 0) -> torch.nn.Module:
+    """The trained network ``name`` in eval mode, from its checked checkpoint (with
+    ``holdout``: the one trained without a search's validation images, module docstring).
 
     With ``train_if_missing`` a missing checkpoint is trained with the zoo recipe (minutes for
     MNIST, an hour or more for CIFAR-10 on two cores); otherwise its absence is an error.
     """
     dataset_of(name)
-    path = checkpoint_dir() / f"{name}.pt"
-    entry = manifest().get(name)
+    saved = key(name, holdout, seed)
+    path = checkpoint_dir() / f"{saved}.pt"
+    entry = manifest().get(saved)
     if not path.exists() or entry is None:
         if not train_if_missing:
             raise CheckpointError(
-                f"no checkpoint for {name!r} in {checkpoint_dir()}; make it with "
-                f"'python -m workbench zoo train {name}'")
-        return train(name)
+                f"no checkpoint for {saved!r} in {checkpoint_dir()}; make it with "
+                f"'{train_command(name, holdout, seed)}'")
+        return train(name, holdout=holdout, seed=seed)
     actual = sha256_of(path)
     if actual != entry["sha256"]:
         raise CheckpointError(f"{path} has sha256 {actual}, the manifest says "
                               f"{entry['sha256']}: the file was altered or truncated")
     model = build(name)
-    redo = f"retrain it with 'python -m workbench zoo train {name}'"
+    redo = f"retrain it with '{train_command(name, holdout, seed)}'"
     try:
         with warnings.catch_warnings():     # torch warns about old pickles: the error says it
             warnings.simplefilter("ignore")
@@ -158,28 +177,37 @@ def pretrained(name: str, train_if_missing: bool = False) -> torch.nn.Module:
     return model.eval()
 
 
-def train(name: str, epochs: int | None = None, progress: bool = True) -> torch.nn.Module:
-    """Train ``name`` with its recipe, save it and record it in the manifest."""
+def train(name: str, epochs: int | None = None, progress: bool = True, holdout: int = 0,
+          seed: int = 0) -> torch.nn.Module:
+    """Train ``name`` with its recipe, save it and record it in the manifest (with
+    ``holdout``: without a search's validation images, module docstring)."""
     dataset_of(name)                      # unknown names: a ValueError listing the known ones
     recipe = RECIPES[name]
     if epochs is not None:
         recipe = Recipe(**{**asdict(recipe), "epochs": epochs})
     dataset = dataset_of(name)
     train_set, test_set = datasets.load(dataset, "train"), datasets.load(dataset, "test")
+    held_out = {}
+    if holdout:
+        from .search.methods import holdout as split
+        train_set = split(train_set, holdout, seed)[0]
+        held_out = {"model": name, "holdout": holdout, "holdout_seed": seed,
+                    "train_images": len(train_set)}
     torch.manual_seed(recipe.seed)
     model = build(name)
     if dataset == "cifar10":  # channels_last is about 1.5-2x faster for these convs on CPU
         model = model.to(memory_format=torch.channels_last)
-    partial = checkpoint_dir() / "partial" / f"{name}.pt"     # survives a stopped session
+    saved = key(name, holdout, seed)
+    partial = checkpoint_dir() / "partial" / f"{saved}.pt"    # survives a stopped session
     start = time.time() - saved_seconds(partial, recipe)       # over every session it took
     fit(model, train_set, recipe, progress=progress, resume=partial)
     wall = time.time() - start
     model = model.to(memory_format=torch.contiguous_format)
     accuracy = evaluate(model, test_set)
-    save(name, model, {
+    save(saved, model, {
         "test_acc": round(accuracy, 4),
-        "target_min_acc": TARGETS[name]["min_acc"],
-        "command": f"python -m workbench zoo train {name}"
+        "target_min_acc": None if holdout else TARGETS[name]["min_acc"], **held_out,
+        "command": train_command(name, holdout, seed)
                    + (f" --epochs {epochs}" if epochs is not None else ""),
         "recipe": asdict(recipe), "seed": recipe.seed, "epochs": recipe.epochs,
         "wall_seconds": round(wall, 1), "threads": torch.get_num_threads(),
@@ -216,7 +244,8 @@ def trained() -> list[str]:
 
 def table() -> list[dict]:
     """One row per zoo model: accuracy from the manifest, target, paper baseline; a network
-    without a checkpoint yet has status "not trained yet" and no accuracy."""
+    without a checkpoint yet has status "not trained yet" and no accuracy. Then a row per
+    clean base (module docstring), which has no target: it only ranks a search's settings."""
     rows, entries = [], manifest()
     for name in ARCHITECTURES:
         entry = entries.get(name, {})
@@ -225,4 +254,12 @@ def table() -> list[dict]:
                      "test_acc": entry.get("test_acc"), "target_min_acc": TARGETS[name]["min_acc"],
                      "paper_acc": TARGETS[name]["paper_acc"], "paper": TARGETS[name]["paper"],
                      "epochs": entry.get("epochs"), "wall_seconds": entry.get("wall_seconds")})
+    for saved, entry in entries.items():
+        if "holdout" in entry:
+            rows.append({"model": saved, "dataset": dataset_of(entry["model"]),
+                         "status": f"trained on {entry['train_images']:,} images (a search's "
+                                   f"clean base)",
+                         "test_acc": entry["test_acc"], "target_min_acc": None,
+                         "paper_acc": None, "paper": "", "epochs": entry["epochs"],
+                         "wall_seconds": entry["wall_seconds"]})
     return rows

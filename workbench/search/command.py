@@ -7,6 +7,11 @@ storage, K = 0, 1, ...; the trials are shared, each worker's sampler seeded from
 Prints the trials, the Pareto front with each front point's TEST accuracy (measured once, at
 the end, after the selection), and writes ``OUT/pareto.png``.
 
+The searched network is the zoo's ``--model``, which was trained on every training image, the
+validation images too: it knows them, so validation accuracy runs high, most for settings that
+change it least. ``--clean-base`` starts from the zoo network trained without them instead
+(``zoo train MODEL --holdout N --seed S``, N the ``--eval-images`` and S the ``--seed``).
+
 Reproducibility: one worker with the same seed, study name and settings proposes the same
 trials (methods are deterministic). With several workers the set of trials depends on which
 worker finished what first: each worker's proposals are seeded, their interleaving is not.
@@ -96,7 +101,11 @@ def main(args) -> None:
         settings["byte_budget"] = args.budget
     settings["eval_images"] = args.eval_images or (200 if args.smoke else 5000)
     search = SAMPLERS[args.sampler](**settings)
-    model = zoo.pretrained(args.model)
+    if args.clean_base and args.smoke:
+        raise ValueError("--clean-base with --smoke: a smoke search holds out images of a "
+                         "1,000-image subset, not the ones a clean base left out; drop one")
+    model = zoo.pretrained(args.model, holdout=search.eval_images if args.clean_base else 0,
+                           seed=search.seed)
     train = data.load(zoo.dataset_of(args.model), "train")
     test = data.load(zoo.dataset_of(args.model), "test")
     if args.smoke:
@@ -115,7 +124,7 @@ def main(args) -> None:
           f"training images held out)\n\n{format_table(rows)}\n")
     print(f"## Pareto front, test accuracy measured once at the end\n\n"
           f"{format_table(front)}\n")
-    for line in reproduce_lines(search, study, args.model, args.smoke):
+    for line in reproduce_lines(search, study, args.model, args.smoke, args.clean_base):
         print(line)
     figure = pareto_plot(rows, front, base, paper_points(args.model, base["bytes"]),
                          title=f"{name}: {len(rows)} trials")
@@ -127,7 +136,8 @@ def main(args) -> None:
                       indent=2, default=str)
 
 
-def reproduce_lines(search, study, model_name: str, smoke: bool) -> list[str]:
+def reproduce_lines(search, study, model_name: str, smoke: bool,
+                    clean_base: bool = False) -> list[str]:
     """For a Deep Compression search of a LeNet, the ``reproduce`` command of each front point
     (the search's fixed settings and the trial's own, its held-out images and seed)."""
     import torch
@@ -140,7 +150,7 @@ def reproduce_lines(search, study, model_name: str, smoke: bool) -> list[str]:
     for t in sorted(pareto(study), key=lambda t: t.user_attrs["bytes"]):
         lines.append(f"trial {t.number} ({t.user_attrs['bytes']} bytes): " + reproduce.command_line(
             model_name, {**search.fixed, **t.params}, search.eval_images, search.seed, smoke,
-            threads=torch.get_num_threads()))
+            threads=torch.get_num_threads(), clean_base=clean_base))
     return lines + [""]
 
 
