@@ -53,7 +53,9 @@ def test_survey_without_data_is_one_line_saying_where_to_put_the_files(
     (["search", "prune.magnitude", "--model", "lenet300", "--smoke", "--clean-base",
       "--out", "/tmp"], "--clean-base with --smoke"),
     (["zoo", "train", "lenet300", "--holdout", "-1"], "--holdout -1 --seed 0: allowed"),
-    (["zoo", "train", "lenet300", "--holdout", "60000"], "eval_images=60000"),
+    (["zoo", "train", "lenet300", "--holdout", "60000"],
+     "--holdout 60000: the training data has 60000 images; allowed is 1..59999"),
+    (["zoo", "train", "lenet300", "--seed", "3"], "--seed only with --holdout N > 0"),
 ])
 def test_mistakes_are_one_line(argv, says, capsys):
     assert says in run_main(argv, capsys)

@@ -54,9 +54,10 @@ def _zoo(args) -> None:
     if args.action == "train":
         for name in args.names:          # all names checked before hours of training start
             zoo.dataset_of(name)
-        if args.holdout < 0 or args.seed < 0:
+        if args.holdout < 0 or args.seed < 0 or (args.seed and not args.holdout):
             raise ValueError(f"zoo train --holdout {args.holdout} --seed {args.seed}: allowed "
-                             f"are whole numbers >= 0 (--holdout 0: all training images)")
+                             f"are whole numbers >= 0, --seed only with --holdout N > 0 "
+                             f"(without it the network trains on every training image)")
         for name in args.names:          # a queue: one network after another
             saved = zoo.key(name, args.holdout, args.seed)
             if args.skip_trained and saved in zoo.manifest():

@@ -12,10 +12,12 @@ pipeline.deep_compression``): the search's own ``--set`` values and the trial's 
 with the keys as the search names them (``prune.sparsity=0.96 fc_bits=4``), every other knob at
 the pipeline's default, as the search built it. With ``--holdout N`` the pipeline trains, as
 each trial did, on the training images minus the ``N`` validation images the search held out
-(drawn with ``--seed``); with ``--clean-base`` too it starts, as a search with ``--clean-base``
-did, from the zoo network trained without them. Run with the thread count the search ran with, it
-writes the file of bytes the trial recorded. The search command prints this command line for each point of its
-front (``command_line``), and the search bench runs it and checks the bytes.
+(drawn with ``--seed``); with ``--clean-base`` too it starts, as a search with
+``--clean-base`` did, from the zoo network trained without them. Run with the thread count the
+search ran with, it writes the file of bytes the trial recorded. The search command prints
+this command line for each point of its front (``command_line``), and the search bench runs
+it for the trial it chose and checks the bytes; without ``--holdout``, the same settings
+trained on every training image (the bench's refit).
 """
 from __future__ import annotations
 
@@ -119,16 +121,22 @@ def settings_bits(model_name: str, settings: dict | None = None) -> str:
     return f"{method.fc_bits} fc / {method.conv_bits} conv"
 
 
-def command_line(model_name: str, settings: dict, holdout: int, seed: int, smoke: bool,
-                 threads: int = 1, clean_base: bool = False) -> str:
-    """The ``reproduce`` command that runs a search's ``settings`` again, as one would type it
+def argv(model_name: str, settings: dict, holdout: int = 0, seed: int = 0,
+         smoke: bool = False, clean_base: bool = False) -> list[str]:
+    """The words of the ``reproduce`` command that runs a search's ``settings`` again
     (``holdout`` 0: on all training images, a refit)."""
+    return (["python", "-m", "workbench", "reproduce", "deep-compression", "--model", model_name]
+            + (["--holdout", str(holdout), "--seed", str(seed)] if holdout else [])
+            + ["--set", *(f"{key}={value!r}" for key, value in settings.items())]
+            + (["--clean-base"] if clean_base else []) + (["--smoke"] if smoke else []))
+
+
+def command_line(model_name: str, settings: dict, holdout: int = 0, seed: int = 0,
+                 smoke: bool = False, threads: int = 1, clean_base: bool = False) -> str:
+    """``argv`` as one would type it, on the thread count the search ran with."""
     import shlex
-    pairs = " ".join(shlex.quote(f"{key}={value!r}") for key, value in settings.items())
-    return (f"OMP_NUM_THREADS={threads} python -m workbench reproduce deep-compression --model "
-            f"{model_name}" + (f" --holdout {holdout} --seed {seed}" if holdout else "")
-            + f" --set {pairs}" + (" --clean-base" if clean_base else "")
-            + (" --smoke" if smoke else ""))
+    return f"OMP_NUM_THREADS={threads} " + shlex.join(argv(model_name, settings, holdout, seed,
+                                                          smoke, clean_base))
 
 
 def searched_pipeline(flat: dict):

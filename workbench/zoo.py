@@ -190,6 +190,9 @@ def train(name: str, epochs: int | None = None, progress: bool = True, holdout: 
     held_out = {}
     if holdout:
         from .search.methods import holdout as split
+        if not 0 < holdout < len(train_set):
+            raise ValueError(f"zoo train {name} --holdout {holdout}: the training data has "
+                             f"{len(train_set)} images; allowed is 1..{len(train_set) - 1}")
         train_set = split(train_set, holdout, seed)[0]
         held_out = {"model": name, "holdout": holdout, "holdout_seed": seed,
                     "train_images": len(train_set)}

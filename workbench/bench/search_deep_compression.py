@@ -21,18 +21,19 @@ Selection, then a refit, as one tunes any model without touching its test set:
    zoo's own network was trained on all 60,000; it knows them, and a search from it rewards
    the settings that change it least, not those that generalize.)
 2. The chosen trial is the most accurate on validation within the budget (``TOLERANCE`` 0:
-   the target rewards no byte below the budget and counts every point of error). It is run
-   again by ``reproduce ... --holdout --clean-base``, whose file must have the bytes the study
-   recorded.
-3. Beside that run, its settings are applied to the zoo's network with all 60,000 training
-   images (``reproduce ... --set``, no holdout): the file reported, its test error measured
-   once. A refit's file is not the trial's; if it misses the budget, the next trial by
-   validation accuracy is refitted (at most ``REFITS``): bytes, not test error, decide.
+   the target rewards no byte below the budget and counts every point of error).
+3. Its settings are applied to the zoo's network with all 60,000 training images (``reproduce
+   ... --set``, no holdout: the refit), beside the trial run again (``reproduce ... --holdout
+   --clean-base``), whose file must have the bytes the study recorded. The refit's file is
+   the one reported, its test error measured once. A refit's file is not the trial's; if it
+   misses the budget, the next trial as ``Search.best`` picks it is refitted (at most
+   ``REFITS``): bytes, not test error, decide.
 Each model gets its share of the two hours (``MINUTES``), judged on the trials' span (first
 start to last end) plus the refits' wall time; the workers start no trial after
 ``MINUTES - RESERVE``, which leaves time for the trials still running and the refits.
 ``wall_s`` is the workers' start to their exit, each one's printed front included (not part of
-the search).
+the search). The clean base is trained once, like the zoo's own network, and its training
+(``clean_base_train_s``, from the manifest, on one thread) is reported, not counted.
 
 Smoke: 1,000 training images, one short trial per worker, one round of everything, from the
 zoo's network (a smoke search holds out images of the 1,000, not the ones a clean base left
@@ -52,12 +53,13 @@ import optuna
 
 from .. import codec, data, papers, reproduce, zoo
 from ..search import BayesSearch, open_storage
+from ..search.study import finished
 from ..train import evaluate
 
 TARGETS = {"lenet300": (60, 1.60), "lenet5": (100, 0.80)}     # x smaller, test error %
 MINUTES = {"lenet300": 40, "lenet5": 80}                       # two hours in all
 # the longest trial (still running at the workers' deadline) and a refit or two after it
-RESERVE = {"lenet300": 5, "lenet5": 15}
+RESERVE = {"lenet300": 5, "lenet5": 18}
 REFITS = 3
 TOLERANCE = 0.0          # no validation accuracy given up for a file smaller than the budget
 EVAL_IMAGES = 5000
@@ -114,78 +116,70 @@ def worker_command(search: BayesSearch, model_name: str, k: int, storage: Path, 
             "--out", str(storage.parent / f"worker{k}")]
 
 
-def run_workers(commands: list[list[str]]) -> tuple[float, list[str]]:
-    """Wall seconds of the worker processes, started together, and the last line of each
-    failed one (a worker whose study has no file within the budget fails; the study stays)."""
+def run_all(commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Start the processes together, one thread each, and wait for every one: each one's exit
+    status and the last line it wrote on stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    start = time.perf_counter()
     processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, env=env) for c in commands]
     errors = [p.communicate()[1] for p in processes]
-    failed = [(err.strip().splitlines() or ["(no message)"])[-1]
-              for p, err in zip(processes, errors) if p.returncode != 0]
-    return time.perf_counter() - start, failed
+    return [(p.returncode, (err.strip().splitlines() or ["(no message)"])[-1])
+            for p, err in zip(processes, errors)]
+
+
+def run_workers(commands: list[list[str]]) -> tuple[float, list[str]]:
+    """Wall seconds of the worker processes, started together, and the last line of each
+    failed one (a worker whose study has no file within the budget fails; the study stays)."""
+    start = time.perf_counter()
+    ended = run_all(commands)
+    return time.perf_counter() - start, [line for status, line in ended if status != 0]
 
 
 def reproduce_command(model_name: str, settings: dict, search: BayesSearch, smoke: bool,
                       trial_again: bool, out: Path) -> list[str]:
     """``reproduce`` with a search's settings: the trial again (its held-out images and clean
     base) or the refit (the zoo network, all training images); tables to ``out``.json."""
-    pairs = [f"{key}={value!r}" for key, value in settings.items()]
-    again = ["--holdout", str(search.eval_images), "--seed", str(search.seed),
-             *([] if smoke else ["--clean-base"])] if trial_again else []
-    return [sys.executable, "-m", "workbench", "reproduce", "deep-compression", "--model",
-            model_name, "--set", *pairs, *again, *(["--smoke"] if smoke else []),
-            "--out", str(out.with_suffix(".wbnc")), "--json", str(out.with_suffix(".json"))]
+    held_out = (search.eval_images, search.seed) if trial_again else (0, 0)
+    words = reproduce.argv(model_name, settings, *held_out, smoke=smoke,
+                           clean_base=trial_again and not smoke)
+    return [sys.executable, *words[1:], "--out", str(out.with_suffix(".wbnc")),
+            "--json", str(out.with_suffix(".json"))]
 
 
-def run_reproduce(commands: list[list[str]]) -> list[dict]:
-    """The ``reproduce`` runs side by side, one thread each as the workers ran: the summary
-    of each one's tables (its final file's bytes and test error)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True, env=env) for c in commands]
-    summaries = []
-    for command, process in zip(commands, processes):
-        error = process.communicate()[1]
-        if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(command[2:5])} failed: "
-                               f"{(error.strip().splitlines() or ['(no message)'])[-1]}")
-        path = Path(command[command.index("--json") + 1])
-        summaries.append(json.loads(path.read_text())["summary"])
-    return summaries
-
-
-def ranked(search: BayesSearch, study, budget: float) -> list:
-    """The complete trials within the budget, best first as ``Search.best`` picks."""
-    first = search.best(study, budget)
-    within = [t for t in study.get_trials() if t.state.name == "COMPLETE"
-              and t.user_attrs["bytes"] <= budget]
-    order = sorted(within, key=lambda t: (-t.values[0], t.user_attrs["bytes"], t.number))
-    assert order[0].number == first.number       # TOLERANCE 0: the same choice
-    return order
+def reproduced(commands: list[list[str]]) -> list[dict]:
+    """The ``reproduce`` runs side by side: the summary of each one's tables (its final
+    file's bytes and test error)."""
+    ended = run_all(commands)
+    failed = [line for status, line in ended if status != 0]
+    if failed:
+        raise RuntimeError(f"reproduce failed: {failed}")
+    return [json.loads(Path(c[c.index("--json") + 1]).read_text())["summary"]
+            for c in commands]
 
 
 def refit(search: BayesSearch, model_name: str, study, budget: float, dense: int, smoke: bool,
           folder: Path) -> dict:
-    """Steps 2 and 3 of the module docstring: the chosen trial again, beside its refit; the
-    next trial's refit while a refit's file misses the budget."""
-    order = ranked(search, study, budget)
-    start, tries = time.perf_counter(), []
-    for rank, trial in enumerate(order[:REFITS]):
+    """Steps 2 and 3 of the module docstring: the chosen trial again, beside its refit; while
+    a refit's file misses the budget, the next trial as ``Search.best`` picks it."""
+    done, tries, start = finished(study), [], time.perf_counter()
+    while len(tries) < REFITS:
+        left = [t for t in done if t.number not in {r["trial"] for r in tries}]
+        try:
+            trial = search.best_of(left, budget)
+        except ValueError:                   # no other trial's file fits the budget
+            break
         settings = {**search.fixed, **trial.params}
-        commands = [reproduce_command(model_name, settings, search, smoke, False,
-                                      folder / f"refit{rank}")]
-        if rank == 0:
-            commands.append(reproduce_command(model_name, settings, search, smoke, True,
-                                              folder / "trial"))
-        summary, *again = run_reproduce(commands)
-        if again and again[0]["final_bytes"] != trial.user_attrs["bytes"]:
+        summary, again = reproduced([
+            reproduce_command(model_name, settings, search, smoke, False, folder / "refit"),
+            reproduce_command(model_name, settings, search, smoke, True, folder / "trial")])
+        if again["final_bytes"] != trial.user_attrs["bytes"]:
             raise RuntimeError(f"trial {trial.number} recorded {trial.user_attrs['bytes']} "
-                               f"bytes; reproduce wrote {again[0]['final_bytes']}: not "
+                               f"bytes; reproduce wrote {again['final_bytes']}: not "
                                "deterministic")
         tries.append({"trial": trial.number, "bytes": summary["final_bytes"],
-                      "x_smaller": round(dense / summary["final_bytes"], 1)})
+                      "x_smaller": round(dense / summary["final_bytes"], 1),
+                      "trial_bytes": again["final_bytes"],
+                      "trial_test_error_pct": again["err_pct"]})
         if summary["final_bytes"] <= budget:
             return {"trial": trial, "settings": settings, "summary": summary,
                     "refits": tries, "refit_s": time.perf_counter() - start}
@@ -224,10 +218,12 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
         trials = study.get_trials()
         try:
+            search.best(study, budget)       # says so if no trial's file fits the budget
+        except ValueError as err:
+            found, no_fit = None, str(err)
+        else:
             found, no_fit = refit(search, model_name, study, budget, dense, smoke,
                                   Path(tmp)), None
-        except ValueError as err:            # no trial's file fits the budget
-            found, no_fit = None, str(err)
     target_x, max_error = TARGETS[model_name]
     [paper] = [f for f in papers.facts("pipeline.deep_compression") if f.zoo == model_name]
     states = [t.state.name for t in trials]
@@ -237,6 +233,8 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
            "trials_span_s": round(trials_span(trials), 1),
            "base_error_pct": round(100 * (1 - evaluate(model, test)), 2),
            "searched_base_error_pct": round(100 * (1 - evaluate(base, test)), 2),
+           "clean_base_train_s": None if smoke else zoo.manifest()[zoo.key(
+               model_name, search.eval_images, search.seed)]["wall_seconds"],
            "target": f">= {target_x}x at <= {max_error:.2f}% test error within "
                      f"{MINUTES[model_name]} min on {workers} cores",
            "paper": f"{paper.ratio:g}x at {paper.value}% ({paper.source})",
@@ -252,15 +250,22 @@ def model_row(model_name: str, smoke: bool, workers: int = 2) -> dict:
     spent = trials_span(trials) + found["refit_s"]
     return {**row, "x_smaller": round(dense / size, 1), "test_error_pct": round(error, 2),
             "bytes": size, "dense_bytes": dense, "search_s": round(spent, 1),
-            "validation_accuracy": round(trial.values[0], 4), "trial": trial.number,
+            "trial": trial.number, "trial_validation_accuracy": round(trial.values[0], 4),
+            "trial_bytes": found["refits"][-1]["trial_bytes"],
+            "trial_test_error_pct": found["refits"][-1]["trial_test_error_pct"],
             "settings": found["settings"],
-            "reproduce": reproduce.command_line(model_name, found["settings"], 0, search.seed,
-                                                smoke),
+            "reproduce": reproduce.command_line(model_name, found["settings"], smoke=smoke),
+            "reproduce_trial": reproduce.command_line(
+                model_name, found["settings"], search.eval_images, search.seed, smoke,
+                clean_base=not smoke),
             "met": None if smoke else (dense / size >= target_x and error <= max_error
                                        and spent <= 60 * MINUTES[model_name])}
 
 
 def rows(smoke: bool = False) -> list[dict]:
+    if not smoke:    # a missing clean base is said before the first hour of search
+        for name in TARGETS:
+            zoo.pretrained(name, holdout=EVAL_IMAGES, seed=0)
     out = [model_row(name, smoke) for name in TARGETS]
     for row in out:
         row["setting"] = "smoke" if smoke else "full"

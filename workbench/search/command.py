@@ -88,6 +88,9 @@ def main(args) -> None:
     from ..plots import pareto_plot
     from ..train import evaluate
     from . import SAMPLERS
+    if args.clean_base and args.smoke:
+        raise ValueError("--clean-base with --smoke: a smoke search holds out images of a "
+                         "1,000-image subset, not the ones a clean base left out; drop one")
     if args.minutes is not None and not args.minutes > 0:
         raise ValueError(f"--minutes {args.minutes}: allowed is a positive number")
     out = Path(args.out)
@@ -101,9 +104,6 @@ def main(args) -> None:
         settings["byte_budget"] = args.budget
     settings["eval_images"] = args.eval_images or (200 if args.smoke else 5000)
     search = SAMPLERS[args.sampler](**settings)
-    if args.clean_base and args.smoke:
-        raise ValueError("--clean-base with --smoke: a smoke search holds out images of a "
-                         "1,000-image subset, not the ones a clean base left out; drop one")
     model = zoo.pretrained(args.model, holdout=search.eval_images if args.clean_base else 0,
                            seed=search.seed)
     train = data.load(zoo.dataset_of(args.model), "train")

@@ -261,6 +261,10 @@ class Search(Method):
         done = finished(study)
         if not done:
             raise ValueError(no_trial_completed(study))
+        return self.best_of(done, budget)
+
+    def best_of(self, done: list, budget: float):
+        """``best`` among the complete trials ``done`` (e.g. the study's less some tried)."""
         within = [t for t in done if t.user_attrs["bytes"] <= budget]
         if not within:
             raise ValueError(f"{type(self).__name__}.byte_budget={self.byte_budget!r}: no "
