@@ -58,8 +58,8 @@ from ..train import evaluate
 
 TARGETS = {"lenet300": (60, 1.60), "lenet5": (100, 0.80)}     # x smaller, test error %
 MINUTES = {"lenet300": 40, "lenet5": 80}                       # two hours in all
-# the longest trial (still running at the workers' deadline) and a refit after it
-RESERVE = {"lenet300": 5, "lenet5": 27}
+# the longest trial (still running at the workers' deadline) and a refit or two after it
+RESERVE = {"lenet300": 5, "lenet5": 18}
 REFITS = 3
 TOLERANCE = 0.0          # no validation accuracy given up for a file smaller than the budget
 EVAL_IMAGES = 5000
@@ -67,27 +67,21 @@ EVAL_IMAGES = 5000
 # how much accuracy comes back. LeNet-300-100 is pruned by Dynamic Network Surgery: with
 # iterative pruning every two-hour search ended above the error target, while DNS, whose wrong
 # cuts grow back, keeps more accuracy at the same share. Its thresholds are mean + c std of a
-# layer's |w|. A LeNet-5 epoch costs many LeNet-300-100 epochs, so its search affords about
-# ten trials: its ranges are narrowed to where a file about fits 1/100 of the dense one (an
-# earlier search's did with about 97% of the hidden weights pruned, at 3 bits), and its
-# retraining is long (on the validation images, 3 rounds of 10 epochs took back what 3 of 4
-# could not).
+# layer's |w|. A LeNet-5 epoch costs many LeNet-300-100 epochs, hence its narrower ranges.
 SPACE = {
     "lenet300": {"prune.c_rate": (1.6, 2.8), "prune.output_c_rate": (0.5, 2.0),
                  "prune.epochs": (20, 40, 5), "prune.lr": [0.02, 0.05], "fc_bits": (3, 5, 1),
                  "quant_epochs": (2, 6, 1)},
-    "lenet5": {"prune.sparsity": (0.965, 0.985), "prune.output_sparsity": (0.7, 0.9),
-               "fc_bits": (3, 4, 1), "conv_bits": (5, 6, 1), "prune.epochs": (6, 10, 2)},
+    "lenet5": {"prune.sparsity": (0.88, 0.99), "prune.output_sparsity": (0.6, 0.95),
+               "fc_bits": (2, 5, 1), "conv_bits": (3, 6, 1), "prune.epochs": (2, 5, 1)},
 }
-# TPE's random start: a third or more of the trials each search affords
-STARTUP = {"lenet300": 8, "lenet5": 4}
 # Biases in float16: at these ratios the float32 biases would be a noticeable share of the file
 # (the paper counts weights only).
 FIXED = {
     "lenet300": {"pruner": "prune.dns", "prune.surgery_share": 0.5, "quant_lr": 1e-3,
                  "half_biases": True},
     "lenet5": {"prune.layer_sparsity": {"features.0": 0.34}, "prune.rounds": 3,
-               "prune.lr": 0.05, "quant_epochs": 4, "quant_lr": 1e-3, "half_biases": True},
+               "prune.lr": 0.05, "quant_epochs": 2, "quant_lr": 1e-3, "half_biases": True},
 }
 SMOKE_FIXED = {"lenet300": {"prune.epochs": 1, "quant_epochs": 1},
                "lenet5": {"prune.rounds": 1, "prune.epochs": 1, "quant_epochs": 1}}
@@ -104,7 +98,7 @@ def search_for(model_name: str, smoke: bool) -> BayesSearch:
                        trials=2 if smoke else 10_000, objectives=("accuracy",),
                        byte_budget=1 / (SMOKE_X if smoke else target_x), tolerance=TOLERANCE,
                        eval_images=200 if smoke else EVAL_IMAGES, seed=0,
-                       startup_trials=2 if smoke else STARTUP[model_name])
+                       startup_trials=2 if smoke else 8)
 
 
 def worker_command(search: BayesSearch, model_name: str, k: int, storage: Path, study: str,
