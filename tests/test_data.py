@@ -145,6 +145,24 @@ def test_random_crop_flip_on_cifar_loader_keeps_labels():
     assert not torch.equal(xa, xp)
 
 
+
+def test_mnist_loader_augments_by_shifts_of_two_pixels_without_flips(mnist_test):
+    # A flipped digit is another symbol or none: grey digits are only shifted.
+    ds = mnist_test.subset(64, seed=0)
+    (xa, ya), = ds.loader(batch_size=64, augment=True, seed=0)
+    (xp, yp), = ds.loader(batch_size=64, augment=False)
+    assert torch.equal(ya, yp) and not torch.equal(xa, xp)
+    pad = 2
+    padded = torch.nn.functional.pad(xp, (pad, pad, pad, pad),
+                                     value=float(xp.min()))   # the normalized zero pixel
+    shifts = set()
+    for i in range(len(ds)):
+        found = [(dy, dx) for dy, dx in itertools.product(range(2 * pad + 1), repeat=2)
+                 if torch.equal(xa[i], padded[i, :, dy:dy + 28, dx:dx + 28])]
+        assert found, f"image {i} is not a shifted copy of itself (a flip, or a shift > {pad})"
+        shifts.add(found[0])
+    assert len(shifts) > 5
+
 # ---------------------------------------------------------------- broken and missing files
 
 @pytest.mark.parametrize("how", ["flip", "truncate"])

@@ -119,6 +119,39 @@ def test_deep_compression_stages(mnist_train_small, pruner):
                                atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("pruner", pipeline.PRUNERS)
+def test_deep_compression_retrains_on_shifted_images_where_asked(mnist_train_small, pruner,
+                                                                 monkeypatch):
+    """``prune.augment`` reaches the pruner's retraining and ``quant_augment`` the k-means
+    fine-tune, each training on ``loader(augment=True)`` (shifts on MNIST); off by default and
+    then hidden from the settings, so that earlier results keep their keys."""
+    from workbench import data
+    seen = []
+    loader = data.Dataset.loader
+
+    def spy(self, batch_size=128, shuffle=False, seed=0, augment=False):
+        if shuffle:                                   # a training pass, not an evaluation
+            seen.append(augment)
+        return loader(self, batch_size, shuffle, seed, augment)
+
+    monkeypatch.setattr(data.Dataset, "loader", spy)
+    smoke = SMOKE_PRUNERS[pruner]
+    model = untrained("lenet5", seed=6)
+    for prune_on, quant_on in [(True, False), (False, True), (False, False)]:
+        seen.clear()
+        method = pipeline.DeepCompression(**{**smoke, "prune": {**smoke.get("prune", {}),
+                                                                "augment": prune_on},
+                                             "quant_augment": quant_on})
+        pruner_step, quant_step, _ = method.methods()
+        assert (pruner_step.augment, quant_step.augment) == (prune_on, quant_on)
+        assert ("augment" in pruner_step.settings()) == prune_on
+        assert ("augment" in quant_step.settings()) == quant_on
+        method.apply(model, mnist_train_small)
+        epochs = [pruner_step.epochs * getattr(pruner_step, "rounds", 1), quant_step.epochs]
+        assert seen == [prune_on] * epochs[0] + [quant_on] * epochs[1], seen
+    with pytest.raises(ValueError, match="quant_augment"):
+        pipeline.DeepCompression(quant_augment="yes")
+
 def test_reproduce_runs_a_searchs_trials_to_the_bytes_they_recorded(tmp_path):
     """``reproduce --set ... --holdout N --seed S`` (the command line the search prints) writes,
     for each trial of a real search, the file of the bytes that trial recorded."""

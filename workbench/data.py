@@ -228,7 +228,9 @@ class Dataset:
 
     def loader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0,
                augment: bool = False):
-        """Yield normalized (x, y) batches; augment = random crop (pad 4) + flip, CIFAR style."""
+        """Yield normalized (x, y) batches. ``augment``: random shifts that keep the label,
+        a crop after padding by 4 and a horizontal flip for colour images of objects (CIFAR),
+        a crop after padding by 2 and no flip for grey digits (MNIST: a flipped 2 is no 2)."""
         n = len(self)
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
@@ -236,23 +238,27 @@ class Dataset:
             index = order[start:start + batch_size]
             images = self.images[index]
             if augment:
-                images = random_crop_flip(images, g)
+                colour = self.shape[0] == 3
+                images = random_crop_flip(images, g, pad=4 if colour else 2, flip=colour)
             yield self.normalize(images), self.labels[index]
 
     def batches(self, batch_size: int = 128) -> int:
         return -(-len(self) // batch_size)
 
 
-def random_crop_flip(images: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, on a uint8 batch."""
+def random_crop_flip(images: torch.Tensor, g: torch.Generator, pad: int = 4,
+                     flip: bool = True) -> torch.Tensor:
+    """Random crop after zero padding (a shift of up to ``pad`` pixels each way) and, if
+    ``flip``, a random horizontal flip, on a uint8 batch."""
     n, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
     cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
-    flip = torch.rand(n, generator=g) < 0.5
-    cols = torch.where(flip.view(n, 1, 1, 1), cols.flip(-1), cols)
+    if flip:
+        flipped = torch.rand(n, generator=g) < 0.5
+        cols = torch.where(flipped.view(n, 1, 1, 1), cols.flip(-1), cols)
     batch = torch.arange(n).view(n, 1, 1, 1)
     chan = torch.arange(images.shape[1]).view(1, -1, 1, 1)
     return padded[batch, chan, rows, cols]

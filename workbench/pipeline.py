@@ -192,7 +192,8 @@ class DeepCompression(Chain):
     ``quant.trained_kmeans`` with ``2**fc_bits - 1`` shared weights per fully connected layer
     and ``2**conv_bits - 1`` per convolution, the last of the ``2**bits`` codes being the zero of
     the pruned weights (the paper: 8 bits for conv, 5 for fc layers on AlexNet),
-    for ``quant_epochs`` epochs (zeros stay zero), the biases rounded to float16 if
+    for ``quant_epochs`` epochs (zeros stay zero; on shifted images if ``quant_augment``, as
+    the pruner's own ``augment`` does for its retraining), the biases rounded to float16 if
     ``half_biases``; then ``encode.huffman``.
     """
     id = "pipeline.deep_compression"
@@ -209,6 +210,7 @@ class DeepCompression(Chain):
     quant_epochs: int = knob(3, Int(0, 1000))
     quant_lr: float = knob(1e-4, Real(1e-9, 10.0))
     half_biases: bool = knob(False, Flag())
+    quant_augment: bool = knob(False, Flag())
 
     @classmethod
     def smoke_beside(cls, overrides: dict) -> dict:
@@ -229,7 +231,8 @@ class DeepCompression(Chain):
         if position == 0:
             return "prune"
         quant = {"lr": "quant_lr", "epochs": "quant_epochs", "k": "fc_bits",
-                 "conv_k": "conv_bits", "half_biases": "half_biases"}
+                 "conv_k": "conv_bits", "half_biases": "half_biases",
+                 "augment": "quant_augment"}
         return quant.get(inner, "quant_lr") if position == 1 else "fc_bits"
 
     def steps_settings(self) -> tuple:
@@ -239,7 +242,8 @@ class DeepCompression(Chain):
                 ("quant.trained_kmeans", {"k": 2 ** self.fc_bits - 1,
                                           "conv_k": 2 ** self.conv_bits - 1,
                                           "epochs": self.quant_epochs, "lr": self.quant_lr,
-                                          "half_biases": self.half_biases}),
+                                          "half_biases": self.half_biases,
+                                          "augment": self.quant_augment}),
                 ("encode.huffman", {}))
 
     def tags(self) -> Tags:

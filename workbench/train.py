@@ -52,7 +52,7 @@ class Recipe:
     weight_decay: float = 5e-4
     nesterov: bool = True
     schedule: str = "onecycle"          # "onecycle" | "cosine" | "constant"
-    augment: bool = False               # random crop + flip (CIFAR)
+    augment: bool = False               # random shifts (and flips on CIFAR): data.loader
     label_smoothing: float = 0.0
     seed: int = 0
     extra: dict = field(default_factory=dict)

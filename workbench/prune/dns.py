@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from ..method import (Int, Mapping, Real, TrainingMethod, check_layer_names, clone_model,
+from ..method import (Flag, Int, Mapping, Real, TrainingMethod, check_layer_names, clone_model,
                       knob)
 from ..train import Hook
 from .magnitude import prunable_layers
@@ -156,6 +156,7 @@ class DNS(TrainingMethod):
     surgery_share: float = knob(0.75, Real(0.0, 1.0))
     lr: float = 0.02
     weight_decay: float = 5e-4      # also pulls the masked weights back toward zero
+    augment: bool = knob(False, Flag())   # train on shifted images (data.Dataset.loader)
 
     def check_model(self, model):
         check_layer_names(self, "layer_c_rate", model)
@@ -196,7 +197,7 @@ class DNS(TrainingMethod):
         hook = SurgeryHook(layers, self.gamma, self.power, stop, self.seed)
         if self.surgery_share:
             hook.revise_all()          # step 0: chance 1, the first cut from the input
-        self.fit(out, data, hooks=[hook], schedule="cosine")
+        self.fit(out, data, hooks=[hook], schedule="cosine", augment=self.augment)
         for module, _, _ in layers.values():       # hand over to torch.nn.utils.prune
             mask = module.parametrizations.weight[0].mask.clone()
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..method import (Choice, Int, Mapping, Name, Optional, Real, TrainingMethod,
+from ..method import (Choice, Flag, Int, Mapping, Name, Optional, Real, TrainingMethod,
                       check_layer_names, derived_seed, knob)
 from ..train import Hook
 from .magnitude import Magnitude, magnitude_mask, prunable_layers
@@ -103,6 +103,7 @@ class Iterative(TrainingMethod):
     epochs: int = 5
     lr: float = 0.1
     weight_decay: float = 1e-4      # L2, as Han et al. retrain
+    augment: bool = knob(False, Flag())   # retrain on shifted images (data.Dataset.loader)
     retrain_layer: str | None = knob(None, Optional(Name()))  # train only this layer
 
     def check_model(self, model):
@@ -148,7 +149,8 @@ class Iterative(TrainingMethod):
             # Cosine-annealed from ``lr``: Han et al. retrain at 1/10 to 1/100 of the
             # original rate, but with a few epochs per round, starting at the zoo's own peak
             # rate and annealing recovered more on LeNet-300-100.
-            self.fit(pruned, data, schedule="cosine", seed=derived_seed(self.seed, r))
+            self.fit(pruned, data, schedule="cosine", seed=derived_seed(self.seed, r),
+                     augment=self.augment)
         for p in frozen:
             p.requires_grad_(True)
         return pruned

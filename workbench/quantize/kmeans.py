@@ -276,6 +276,7 @@ class TrainedKMeans(KMeans, TrainingMethod):
     seed: int = knob(0, TRAIN_DOMAINS["seed"])     # the training's range, not k-means' own
     train_biases: bool = knob(True, Flag())
     half_biases: bool = knob(False, Flag())
+    augment: bool = knob(False, Flag())   # fine-tune on shifted images (data.Dataset.loader)
 
     def settings(self) -> dict:   # the seed also orders the training batches: always shown
         return {**super().settings(), "seed": self.seed, "epochs": int(self.epochs),
@@ -283,6 +284,7 @@ class TrainedKMeans(KMeans, TrainingMethod):
                 "weight_decay": self.weight_decay, "train_biases": self.train_biases,
                 # shown only when on, so that earlier results keep their settings (and keys)
                 **({"half_biases": True} if self.half_biases else {}),
+                **({"augment": True} if self.augment else {}),
                 **self.teacher_settings()}
 
     def share(self, model: nn.Module) -> tuple[nn.Module, KeepPrunedZero]:
@@ -304,7 +306,7 @@ class TrainedKMeans(KMeans, TrainingMethod):
     def compress(self, model: nn.Module, data=None) -> nn.Module:
         shared, keep_zero = self.share(plain_weights(model))
         if self.epochs:
-            self.fit(shared, data, hooks=[keep_zero], schedule="cosine")
+            self.fit(shared, data, hooks=[keep_zero], schedule="cosine", augment=self.augment)
         for p in shared.parameters():
             p.requires_grad_(True)
         out = fold(shared.eval())
