@@ -79,8 +79,8 @@ SPACE = {
 # Biases in float16: at these ratios the float32 biases would be a noticeable share of the file
 # (the paper counts weights only). LeNet-5 retrains on digits shifted by up to two pixels (its
 # pruning rounds and the k-means fine-tune): without them every search ended above the error
-# target, and the refits of one setting with several seeds sat above it too. Han et al. name
-# no augmentation; the zoo's dense LeNet-5, the file the ratio divides, was trained without.
+# target, and the refits of one setting with several seeds sat above it too. The shifts are an
+# addition of ours; the zoo's dense LeNet-5, the file the ratio divides, was trained without.
 FIXED = {
     "lenet300": {"pruner": "prune.dns", "prune.surgery_share": 0.5, "quant_lr": 1e-3,
                  "half_biases": True},
