@@ -145,7 +145,6 @@ def test_random_crop_flip_on_cifar_loader_keeps_labels():
     assert not torch.equal(xa, xp)
 
 
-
 def test_mnist_loader_augments_by_shifts_of_two_pixels_without_flips(mnist_test):
     # A flipped digit is another symbol or none: grey digits are only shifted.
     ds = mnist_test.subset(64, seed=0)
@@ -162,6 +161,8 @@ def test_mnist_loader_augments_by_shifts_of_two_pixels_without_flips(mnist_test)
         assert found, f"image {i} is not a shifted copy of itself (a flip, or a shift > {pad})"
         shifts.add(found[0])
     assert len(shifts) > 5
+    assert any(pad * 2 in s or 0 in s for s in shifts)   # some digit moved the full 2 pixels
+
 
 # ---------------------------------------------------------------- broken and missing files
 

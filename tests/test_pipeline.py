@@ -146,11 +146,13 @@ def test_deep_compression_retrains_on_shifted_images_where_asked(mnist_train_sma
         assert (pruner_step.augment, quant_step.augment) == (prune_on, quant_on)
         assert ("augment" in pruner_step.settings()) == prune_on
         assert ("augment" in quant_step.settings()) == quant_on
+        assert ("quant_augment" in method.settings()) == quant_on
         method.apply(model, mnist_train_small)
         epochs = [pruner_step.epochs * getattr(pruner_step, "rounds", 1), quant_step.epochs]
         assert seen == [prune_on] * epochs[0] + [quant_on] * epochs[1], seen
     with pytest.raises(ValueError, match="quant_augment"):
         pipeline.DeepCompression(quant_augment="yes")
+
 
 def test_reproduce_runs_a_searchs_trials_to_the_bytes_they_recorded(tmp_path):
     """``reproduce --set ... --holdout N --seed S`` (the command line the search prints) writes,

@@ -280,7 +280,7 @@ class TrainingMethod(TrainingBase):
 
     def settings(self) -> dict:
         shown = {k: v for k, v in super().settings().items() if k not in TEACHER_KNOBS}
-        if shown.get("augment") is False:   # shown only when on: earlier results keep their keys
+        if shown.get("augment") is False:   # off by default: earlier results keep their keys
             del shown["augment"]
         return {**shown, **self.teacher_settings()}
 

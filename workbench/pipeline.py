@@ -246,6 +246,12 @@ class DeepCompression(Chain):
                                           "augment": self.quant_augment}),
                 ("encode.huffman", {}))
 
+    def settings(self) -> dict:
+        shown = super().settings()
+        if not self.quant_augment:          # off by default: earlier results keep their keys
+            del shown["quant_augment"]
+        return shown
+
     def tags(self) -> Tags:
         return Tags(needs_data=True, bits_per_weight=float(self.fc_bits))
 

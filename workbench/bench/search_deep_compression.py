@@ -13,8 +13,8 @@ later layer reads, held at Han et al.'s share; on LeNet-300-100 ``prune.dns``'s 
 retraining (epochs, and on LeNet-300-100 the learning rate and the k-means fine-tune's epochs:
 ``SPACE``; LeNet-5 retrains on shifted digits, ``FIXED``); one objective, validation
 accuracy, at a byte budget of 1/x of the dense file, which Optuna's constraint makes TPE
-propose within. Two worker processes (``python -m
-workbench search ... --worker K``) share one journal study.
+propose within. Two worker processes (``python -m workbench search ... --worker K``) share
+one journal study.
 
 Selection, then a refit, as one tunes any model without touching its test set:
 1. The trials compress a clean base (``--clean-base``): the zoo network trained on the 55,000
@@ -79,7 +79,7 @@ SPACE = {
 # Biases in float16: at these ratios the float32 biases would be a noticeable share of the file
 # (the paper counts weights only). LeNet-5 retrains on digits shifted by up to two pixels (its
 # pruning rounds and the k-means fine-tune): without them every search ended above the error
-# target, and the refits of one setting with several seeds sat above it too. The shifts are an
+# target, and the refits of one setting with four seeds averaged above it. The shifts are an
 # addition of ours; the zoo's dense LeNet-5, the file the ratio divides, was trained without.
 FIXED = {
     "lenet300": {"pruner": "prune.dns", "prune.surgery_share": 0.5, "quant_lr": 1e-3,

@@ -156,7 +156,7 @@ class DNS(TrainingMethod):
     surgery_share: float = knob(0.75, Real(0.0, 1.0))
     lr: float = 0.02
     weight_decay: float = 5e-4      # also pulls the masked weights back toward zero
-    augment: bool = knob(False, Flag())   # train on shifted images (data.Dataset.loader)
+    augment: bool = knob(False, Flag())   # train on shifted (CIFAR: also flipped) images
 
     def check_model(self, model):
         check_layer_names(self, "layer_c_rate", model)

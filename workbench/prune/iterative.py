@@ -103,7 +103,7 @@ class Iterative(TrainingMethod):
     epochs: int = 5
     lr: float = 0.1
     weight_decay: float = 1e-4      # L2, as Han et al. retrain
-    augment: bool = knob(False, Flag())   # retrain on shifted images (data.Dataset.loader)
+    augment: bool = knob(False, Flag())   # retrain on shifted (CIFAR: also flipped) images
     retrain_layer: str | None = knob(None, Optional(Name()))  # train only this layer
 
     def check_model(self, model):

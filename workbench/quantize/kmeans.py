@@ -276,7 +276,7 @@ class TrainedKMeans(KMeans, TrainingMethod):
     seed: int = knob(0, TRAIN_DOMAINS["seed"])     # the training's range, not k-means' own
     train_biases: bool = knob(True, Flag())
     half_biases: bool = knob(False, Flag())
-    augment: bool = knob(False, Flag())   # fine-tune on shifted images (data.Dataset.loader)
+    augment: bool = knob(False, Flag())   # fine-tune on shifted (CIFAR: also flipped) images
 
     def settings(self) -> dict:   # the seed also orders the training batches: always shown
         return {**super().settings(), "seed": self.seed, "epochs": int(self.epochs),
