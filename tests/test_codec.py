@@ -129,6 +129,13 @@ def test_half_precision_halves_float_payload(dtype, tol):
     assert torch.allclose(out, ref, rtol=tol, atol=tol * ref.abs().max().item())
 
 
+def test_the_naive_fp32_file_is_the_default_file_of_a_dense_fp32_model():
+    # Every compression ratio divides by "the dense file"; the benches write it either way, so
+    # the two spellings must give the same bytes (naming float32 again adds nothing).
+    model = untrained("lenet5", seed=3)
+    assert codec.encode(model, formats=("dense",), dtype="float32") == codec.encode(model)
+
+
 # ---------------------------------------------------------------- damaged files
 
 def test_truncated_blob_raises_at_every_sampled_cut(lenet300_blob):

@@ -143,6 +143,8 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
         raise ValueError(f"formats {unknown}; allowed: {', '.join(FORMATS)}")
     tensor = tensor.detach().cpu()
     as_dtype = (dtype or narrowest_float(tensor)) if tensor.is_floating_point() else None
+    if as_dtype == str(tensor.dtype).removeprefix("torch."):
+        as_dtype = None     # stored as it is: the header says nothing, as when dtype is None
     nnz = int(tensor.count_nonzero())
     rows = tensor.shape[0] if tensor.dim() > 1 else 1       # of the tensor seen as a matrix
     value_bytes = torch.empty(0, dtype=getattr(torch, as_dtype) if as_dtype else tensor.dtype
