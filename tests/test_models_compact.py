@@ -76,7 +76,7 @@ def test_registered_in_the_zoo():
         assert dataset == "cifar10" and cls.input_shape == (3, 32, 32)
         assert models.CUSTOM_MODULES[cls.__name__] is cls
         # the CIFAR recipe family; only the epochs may differ (NiN, EffNet, EfficientNet,
-        # ResNeXt, Xception)
+        # ResNeXt, Xception, ShuffleNet)
         recipe = zoo.RECIPES[name]
         assert name in zoo.COMPACT and recipe == replace(zoo.cifar_recipe(), epochs=recipe.epochs)
         assert zoo.TARGETS[name]["min_acc"] == 0.85 and zoo.TARGETS[name]["paper"]
