@@ -130,10 +130,24 @@ def test_half_precision_halves_float_payload(dtype, tol):
 
 
 def test_the_naive_fp32_file_is_the_default_file_of_a_dense_fp32_model():
-    # Every compression ratio divides by "the dense file"; the benches write it either way, so
-    # the two spellings must give the same bytes (naming float32 again adds nothing).
+    # Every compression ratio divides by "the dense file", which the benches spell either way:
+    # naming a tensor's own dtype must add nothing to the header. (A tensor whose values all
+    # fit float16, such as a zero bias, is stored in 2 bytes by default; none here.)
     model = untrained("lenet5", seed=3)
+    assert all(codec.narrowest_float(t) is None for t in codec.plain_state_dict(model).values())
     assert codec.encode(model, formats=("dense",), dtype="float32") == codec.encode(model)
+
+
+def test_a_named_dtype_still_sets_the_width_of_a_codebook():
+    # Values exact in float16 take 2 bytes each by default; dtype="float32" keeps them 4 wide.
+    # The header need not say so: float32 is the tensor's own dtype, the decoders' default.
+    codebook = torch.tensor([-0.5, 0.25, 0.75, 1.0])
+    tensor = codebook[torch.arange(64) % 4].reshape(8, 8)
+    short, _ = codec.encode_tensor(tensor, ("codebook",))
+    wide, meta = codec.encode_tensor(tensor, ("codebook",), dtype="float32")
+    assert len(wide) - len(short) == 2 * len(codebook) and "stored_dtype" not in meta
+    back = codec.FORMATS["codebook"].decode(wide, [8, 8], "float32", meta)
+    assert torch.equal(back, tensor)
 
 
 # ---------------------------------------------------------------- damaged files

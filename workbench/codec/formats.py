@@ -143,8 +143,6 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
         raise ValueError(f"formats {unknown}; allowed: {', '.join(FORMATS)}")
     tensor = tensor.detach().cpu()
     as_dtype = (dtype or narrowest_float(tensor)) if tensor.is_floating_point() else None
-    if as_dtype == str(tensor.dtype).removeprefix("torch."):
-        as_dtype = None     # stored as it is: the header says nothing, as when dtype is None
     nnz = int(tensor.count_nonzero())
     rows = tensor.shape[0] if tensor.dim() > 1 else 1       # of the tensor seen as a matrix
     value_bytes = torch.empty(0, dtype=getattr(torch, as_dtype) if as_dtype else tensor.dtype
@@ -173,8 +171,16 @@ def encode_tensor(tensor: torch.Tensor, formats=None, dtype: str | None = None,
         raise ValueError(f"none of the formats {list(formats)} holds this {tensor.dtype} tensor "
                          f"of shape {list(tensor.shape)}; add 'dense', which holds any tensor")
     payload, meta = best
-    return payload, {"dtype": str(tensor.dtype).removeprefix("torch."),
-                     "shape": list(tensor.shape), "nbytes": len(payload), **meta}
+    own = str(tensor.dtype).removeprefix("torch.")
+    return payload, {"dtype": own, "shape": list(tensor.shape), "nbytes": len(payload),
+                     **_without_own_dtype(meta, own)}
+
+
+def _without_own_dtype(meta: dict, own: str) -> dict:
+    """``meta`` without the ``stored_dtype`` entries that name the tensor's own dtype (the
+    decoders' default): the file is then the same whether ``dtype`` named that type or not."""
+    return {key: _without_own_dtype(value, own) if isinstance(value, dict) else value
+            for key, value in meta.items() if not (key == "stored_dtype" and value == own)}
 
 
 def _cannot_win(fmt: Format, bound: int, best, order: list[str]) -> bool:
