@@ -65,7 +65,7 @@ RECIPES = {
     # its MACs: the next compact network given the same 60 epochs, for the same question.
     "xception": replace(cifar_recipe(), epochs=60),
     # ShuffleNet v1 ended 20 epochs 2.4 points under ResNet-20 with two fifths of its weights
-    # and a sixth of its MACs: the third network given 60 epochs. It gained two points but
+    # and a sixth of its MACs: the third given 60 epochs to catch up. It gained two points but
     # stayed under ResNet-20. Its manifest's wall time counts epochs that shared the two
     # cores with a search, so it is not comparable with the others'.
     "shufflenet": replace(cifar_recipe(), epochs=60),
@@ -146,7 +146,7 @@ def pretrained(name: str, train_if_missing: bool = False, holdout: int = 0,
     ``holdout``: the one trained without a search's validation images, module docstring).
 
     With ``train_if_missing`` a missing checkpoint is trained with the zoo recipe (minutes for
-    MNIST, an hour or more for CIFAR-10 on two cores); otherwise its absence is an error.
+    MNIST, half an hour to several hours for CIFAR-10); otherwise its absence is an error.
     """
     dataset_of(name)
     saved = key(name, holdout, seed)

@@ -12,7 +12,7 @@ five stride-2 layers run at stride 1: the stem (so the first blocks see the whol
 ResNet-20 for CIFAR) and the last stride-2 stage (so the last blocks see 4 x 4 maps rather
 than 1 x 1). The networks downsample 8 times: 32 -> 16 -> 8 -> 4.
 Both keep the papers' knobs (width multiplier; resolution multiplier for v1; expansion ratio
-for v2), with default widths of 0.5 so that one training run fits in about an hour on one CPU
+for v2), with default widths of 0.5 to keep one training run to a few hours on one CPU
 thread.
 """
 from __future__ import annotations
