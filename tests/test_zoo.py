@@ -1,6 +1,8 @@
 """The zoo: checked checkpoints, a truthful manifest, clear errors."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import json
 import shutil
 
@@ -133,8 +135,9 @@ def test_manifest_entries_are_complete(real_dir):
             assert entry["train_images"] == len(data.load(zoo.dataset_of(name), "train")) \
                 - entry["holdout"]
             assert entry["test_acc"] >= entries[name]["test_acc"] - 0.005, saved
-        else:
+        else:   # trained with the recipe the code states, which the lessons describe
             assert entry["test_acc"] >= zoo.TARGETS[name]["min_acc"], name
+            assert entry["recipe"] == asdict(zoo.RECIPES[name]), name
         if "recipe" in entry:
             assert entry["seed"] == entry["recipe"]["seed"]
             assert entry["epochs"] == entry["recipe"]["epochs"]

@@ -71,7 +71,8 @@ RECIPES = {
     "shufflenet": replace(cifar_recipe(), epochs=60),
     # ShuffleNet v2 ended 20 epochs 1.55 points under ResNet-20 with fewer weights and a
     # quarter of its MACs: the fourth given 60 epochs to catch up. Its run was resumed once,
-    # from one thread to two (the manifest records the last).
+    # from one thread to two: the manifest's threads are the last session's, its wall time
+    # the sum of both.
     "shufflenet_v2": replace(cifar_recipe(), epochs=60),
 }
 TARGETS = {  # minimum test accuracy, and the paper's number for the notebooks
