@@ -1,10 +1,9 @@
 """The zoo: checked checkpoints, a truthful manifest, clear errors."""
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import json
 import shutil
+from dataclasses import asdict
 
 import pytest
 import torch
