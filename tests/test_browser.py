@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,20 @@ def magnitude_row(rows: list[dict]) -> dict:
     return matches[0]
 
 
-def assert_table_shows(widget, base, test, sparsity: float):
+def assert_table_shows(widget, base, test, sparsity: float, wait: float = 15.0):
+    """The widget's table shows the row for ``sparsity`` within ``wait`` seconds.
+
+    The kernel sets the table before the figure, but the page applies each widget's update on
+    its own promise chain, so the new figure can be painted a moment before the new table."""
     shown = magnitude_row(widget_table(widget))
     expected = expected_row(base, test, sparsity, shown)
     assert "accuracy" in expected and "nonzeros" in expected, shown
-    assert shown == expected, f"sparsity {sparsity}: the table shows {shown}, expected {expected}"
+    deadline = time.monotonic() + wait
+    while shown != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        shown = magnitude_row(widget_table(widget))
+    assert shown == expected, (f"sparsity {sparsity}: after {wait:g} s the table shows {shown}, "
+                               f"expected {expected}")
 
 
 def assert_plot_complete(widget, where: str, save: Path):
