@@ -1,6 +1,7 @@
 """``bench architectures``: the zoo table of CIFAR-10 networks and its dominance target."""
 from __future__ import annotations
 
+import ipywidgets
 import pytest
 
 from workbench import measure, zoo
@@ -38,3 +39,25 @@ def test_smoke_rows_measure_the_decoded_checkpoints(monkeypatch):
     assert any(r.get("status", "").startswith("not trained yet") for r in out)
     summary = out[-1]
     assert summary["met"] is None and summary["compact_missing"] == 1
+
+
+def test_widget_moves_change_one_slider_within_its_range():
+    from workbench.bench import architectures_widget as widget_bench
+    controls = {"width": ipywidgets.FloatSlider(value=0.5, min=0.25, max=1.0, step=0.25),
+                "resolution": ipywidgets.FloatSlider(value=1.0, min=0.5, max=1.0, step=0.25)}
+    moves = widget_bench.random_moves(controls, 30)
+    current = {name: c.value for name, c in controls.items()}
+    names = {id(c): name for name, c in controls.items()}
+    for control, value in moves:
+        name = names[id(control)]
+        assert control.min <= value <= control.max and value != current[name]
+        assert value in [control.min + control.step * k for k in range(4)]
+        current[name] = value
+    assert {names[id(c)] for c, _ in moves} == set(controls)      # both sliders move
+
+
+def test_widget_bench_times_every_move_of_the_lesson_widget():
+    from workbench.bench import architectures_widget as widget_bench
+    [row] = widget_bench.rows(smoke=True)
+    assert row["updates"] == 6 and 0 < row["p50_s"] <= row["p95_s"] <= row["max_s"]
+    assert row["target_p95_s"] == 0.5 and row["met"] is None      # smoke judges nothing

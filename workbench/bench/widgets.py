@@ -56,11 +56,19 @@ def time_updates(method_cls, base, test, values, name: str = "base", make=None,
     from ..widgets import explore
     with contextlib.redirect_stdout(io.StringIO()):   # outside Jupyter, display() prints
         widget = (make or explore)(method_cls, base, test, name=name, **fixed)
-        slider = widget.kwargs_widgets[0]
-        explorer = widget.explorer
-        explorer.seconds.clear()
-        for value in values:
-            slider.value = value                      # triggers the real callback,
+    slider = widget.kwargs_widgets[0]
+    return timed_moves(widget, [(slider, value) for value in values])
+
+
+def timed_moves(widget, moves) -> dict:
+    """Set each ``(control, value)`` of ``moves`` on ``widget`` (what ``explore`` returns), one
+    move at a time, and time the updates it runs: p50, p95, max and target. The update that
+    built the widget is not counted."""
+    explorer = widget.explorer
+    explorer.seconds.clear()
+    with contextlib.redirect_stdout(io.StringIO()):
+        for control, value in moves:
+            control.value = value                     # triggers the real callback,
             widget.wait()                             # in the widget's thread: one at a time
     seconds = sorted(explorer.seconds)
     p95 = float(np.percentile(seconds, 95))
