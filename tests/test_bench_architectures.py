@@ -1,11 +1,17 @@
-"""``bench architectures``: the zoo table of CIFAR-10 networks and its dominance target."""
+"""``bench architectures``: the zoo table of CIFAR-10 networks and its dominance target; lesson
+07's width widget timed."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import ipywidgets
 import pytest
 
 from workbench import measure, zoo
 from workbench.bench import architectures_zoo as bench
+
+LESSON07 = Path(__file__).resolve().parents[1] / "notebooks" / "07_architectures.ipynb"
 
 
 def row(model, accuracy, macs, params):
@@ -41,19 +47,24 @@ def test_smoke_rows_measure_the_decoded_checkpoints(monkeypatch):
     assert summary["met"] is None and summary["compact_missing"] == 1
 
 
-def test_widget_moves_change_one_slider_within_its_range():
+def test_widget_moves_change_one_slider_to_a_value_of_its_range():
     from workbench.bench import architectures_widget as widget_bench
     controls = {"width": ipywidgets.FloatSlider(value=0.5, min=0.25, max=1.0, step=0.25),
-                "resolution": ipywidgets.FloatSlider(value=1.0, min=0.5, max=1.0, step=0.25)}
-    moves = widget_bench.random_moves(controls, 30)
+                "expansion": ipywidgets.IntSlider(value=6, min=1, max=6, step=1),
+                "ratio": ipywidgets.FloatSlider(value=0.1, min=0.1, max=0.45, step=0.1),
+                "fixed": ipywidgets.IntSlider(value=3, min=3, max=3)}
+    assert widget_bench.slider_values(controls["ratio"]) == [0.1, 0.2, 0.3, 0.4]  # not above max
+    moves = widget_bench.random_moves(controls, 60)
     current = {name: c.value for name, c in controls.items()}
     names = {id(c): name for name, c in controls.items()}
     for control, value in moves:
         name = names[id(control)]
-        assert control.min <= value <= control.max and value != current[name]
-        assert value in [control.min + control.step * k for k in range(4)]
+        assert value in widget_bench.slider_values(control) and value != current[name]
+        assert type(value) is type(control.value)
         current[name] = value
-    assert {names[id(c)] for c, _ in moves} == set(controls)      # both sliders move
+    assert {names[id(c)] for c, _ in moves} == {"width", "expansion", "ratio"}
+    with pytest.raises(ValueError, match="none has two values"):
+        widget_bench.random_moves({"fixed": controls["fixed"]}, 3)
 
 
 def test_widget_bench_times_every_move_of_the_lesson_widget():
@@ -61,3 +72,15 @@ def test_widget_bench_times_every_move_of_the_lesson_widget():
     [row] = widget_bench.rows(smoke=True)
     assert row["updates"] == 6 and 0 < row["p50_s"] <= row["p95_s"] <= row["max_s"]
     assert row["target_p95_s"] == 0.5 and row["met"] is None      # smoke judges nothing
+
+
+def test_widget_bench_builds_the_widget_as_lesson_07_does():
+    from workbench.bench import architectures_widget as widget_bench
+    cells = ["".join(c["source"]) for c in json.loads(LESSON07.read_text())["cells"]
+             if c["cell_type"] == "code"]
+    sliders = ", ".join(f'"{s}"' for s in widget_bench.SLIDERS)
+    call = f'lessons.explore_architecture("mobilenet", [{sliders}], min_run_time=WIDGET_RUN_TIME)'
+    assert any(call in c for c in cells), call
+    run_time = (f"WIDGET_RUN_TIME = {widget_bench.RUN_TIME['smoke']} if SMOKE else "
+                f"{widget_bench.RUN_TIME['full']}")
+    assert any(run_time in c for c in cells), run_time

@@ -2,7 +2,8 @@
 slider's new value to the redrawn table and plot (the whole update: compute, table, figure
 drawn to its PNG), for
 prune.magnitude on LeNet-300-100 with 2,000 test images. Target: p95 under 0.5 s.
-``time_updates`` is the measurement, shared by the benches of other methods' widgets.
+``time_updates`` makes such a widget and times it; ``timed_moves``, the timing of any
+``ExploreWidget``, is shared by the benches of other widgets (``bench architectures_widget``).
 
 Lesson 04's widgets (issue 10: every widget of the lesson for a method that does not retrain
 updates within 0.5 s, p95) are rows too: ``LESSON04`` holds their settings, which the notebook
@@ -61,9 +62,9 @@ def time_updates(method_cls, base, test, values, name: str = "base", make=None,
 
 
 def timed_moves(widget, moves) -> dict:
-    """Set each ``(control, value)`` of ``moves`` on ``widget`` (what ``explore`` returns), one
-    move at a time, and time the updates it runs: p50, p95, max and target. The update that
-    built the widget is not counted."""
+    """Set each ``(control, value)`` of ``moves`` on ``widget`` (an ``ExploreWidget``, made by
+    ``explore`` or a ``lessons.explore_*``), one move at a time, and time the updates it runs:
+    p50, p95, max and target. The update that built the widget is not counted."""
     explorer = widget.explorer
     explorer.seconds.clear()
     with contextlib.redirect_stdout(io.StringIO()):
