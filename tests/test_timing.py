@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils import benchmark
 
 from workbench import measure, models, timing, zoo
 from workbench.method import clone_model
@@ -80,18 +79,29 @@ def test_a_slow_network_is_timed_over_several_blocks(monkeypatch):
     # A network slower than min_run_time fills it with one block; the figure must still rest
     # on MIN_BLOCKS blocks, so that its interquartile range is a spread and not a zero.
     blocks = []
-    original = benchmark.Timer.timeit
+    original = timing._block
 
-    def counted(self, number=1000000):
-        measurement = original(self, number)
+    def counted(call, number):
         blocks.append(number)
-        return measurement
+        return original(call, number)
 
-    monkeypatch.setattr(benchmark.Timer, "timeit", counted)
+    monkeypatch.setattr(timing, "_block", counted)
     net = models.build("lenet300")
     t = timing.time_model(net, net.input_shape, batch=2, threads=1, min_run_time=1e-6)
-    extra = blocks[1:]                      # the first timeit call is the warm-up
-    assert len(extra) >= timing.MIN_BLOCKS - 1 and t.median_ms > 0
+    assert blocks == [1] * timing.MIN_BLOCKS and t.median_ms > 0
+
+
+def test_the_blocks_fill_min_run_time_and_no_more(monkeypatch):
+    # Blocks of about a fifth of min_run_time each: the calls made add up to min_run_time,
+    # not to ten times it (as blocked_autorange's block size gave a network of a few ms).
+    calls = []
+    net = models.build("lenet5")
+    forward = net.forward
+    monkeypatch.setattr(net, "forward", lambda x: calls.append(1) or forward(x))
+    per_call = timing.time_model(net, net.input_shape, batch=1, threads=1,
+                                 min_run_time=0.2).median_ms / 1e3
+    spent = (len(calls) - timing.WARMUP) * per_call      # the timed calls, in seconds
+    assert 0.2 / 1.5 <= spent <= 0.2 * 3, (len(calls), per_call)
 
 
 def test_the_thread_count_is_restored():

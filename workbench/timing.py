@@ -11,8 +11,9 @@ re-encoding once came out "1.31x faster" than the network it copies).
 What this module does about it:
 
 - ``time_model``: ``WARMUP`` forward passes first, not counted (first-call allocation and
-  kernel selection are excluded), then ``torch.utils.benchmark``'s ``blocked_autorange``: the
-  median time per call and its interquartile range.
+  kernel selection are excluded), then at least ``MIN_BLOCKS`` blocks of calls, each about a
+  fifth of ``min_run_time``: the median time per call and its interquartile range.
+  ``bench latency_zoo`` checks it against ``torch.utils.benchmark``'s ``blocked_autorange``.
 - ``compare(a, b)``: both networks warmed alike, then ``pairs`` pairs of short blocks, A then
   B, then B then A, and so on, so that drift and load hit both alike and neither always goes
   first. A block is ``block_time`` seconds of calls (at least ``BLOCK_CALLS``), each call timed
@@ -29,8 +30,7 @@ What this module does about it:
   runtimes). ``benchmark.Timer`` does not time these blocks: its ``timeit`` adds two untimed
   calls to each, and a block's mean carries every interruption, so that on a busy machine a
   shorter block looked faster, and a network came out 2x faster than itself.
-- The thread count is fixed for the measurement (``Timer(num_threads=...)``, or
-  ``torch.set_num_threads`` restored after) and recorded in every result, with the machine's
+- The thread count is fixed for the measurement (``torch.set_num_threads``, restored after) and recorded in every result, with the machine's
   1-minute load average and number of CPUs, so that a reader can discount a figure taken on a
   busy machine.
 """
@@ -45,7 +45,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 WARMUP = 5          # forward passes before any timing, not counted
 PAIRS = 30          # A/B pairs of blocks in a comparison
@@ -132,9 +131,12 @@ def _eval(*models: nn.Module):
             m.train(mode)
 
 
-def _timer(model: nn.Module, x: torch.Tensor, threads: int) -> benchmark.Timer:
-    return benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
-                           num_threads=threads)
+def _block(call, number: int) -> float:
+    """Seconds per call of ``number`` calls of ``call`` timed together."""
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number
 
 
 def _input(input_shape, batch: int, seed: int) -> torch.Tensor:
@@ -145,17 +147,23 @@ def time_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                threads: int | None = None, min_run_time: float = 0.3,
                warmup: int = WARMUP, seed: int = 0) -> Timing:
     """Warm time per forward pass of ``model`` at ``batch`` on ``threads`` threads (default:
-    torch's current setting): ``warmup`` passes, then ``blocked_autorange(min_run_time)``,
-    and more blocks of the same size until there are ``MIN_BLOCKS`` (a slow network fills
-    ``min_run_time`` with one block, whose spread would be zero)."""
+    torch's current setting): ``warmup`` passes (at least one), whose median sets the block
+    size, about ``min_run_time / MIN_BLOCKS`` seconds of calls (at least one call); then blocks
+    until there are ``MIN_BLOCKS`` and ``min_run_time`` is spent. The median of the blocks'
+    times per call, and their interquartile range."""
     threads = threads or torch.get_num_threads()
-    with _eval(model):
-        timer = _timer(model, _input(input_shape, batch, seed), threads)
-        timer.timeit(warmup)
-        m = timer.blocked_autorange(min_run_time=min_run_time)
-        times = list(m.times)
-        while len(times) < MIN_BLOCKS:
-            times.append(timer.timeit(m.number_per_run).median)
+    x = _input(input_shape, batch, seed)
+    with _eval(model) as (net,), _threads(threads):
+        call = lambda: net(x)          # noqa: E731
+        # Our own blocks, not benchmark.Timer's: blocked_autorange grows a block tenfold until
+        # the timer's overhead is 1e-4 of it, so a network of a few ms got blocks of ten calls
+        # and took ten times the min_run_time asked for, and each Timer.timeit adds two untimed
+        # calls (the live widgets time a network on every move).
+        number = max(1, round(min_run_time / MIN_BLOCKS
+                              / statistics.median(_call_times(call, max(warmup, 1)))))
+        times = []
+        while len(times) < MIN_BLOCKS or sum(times) * number < min_run_time:
+            times.append(_block(call, number))
     q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
     return Timing(median * 1e3, (q3 - q1) * 1e3, batch, threads, warmup,
                   round(os.getloadavg()[0], 2), os.cpu_count())

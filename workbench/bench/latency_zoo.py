@@ -2,8 +2,8 @@
 benchmark of the same checkpoints?
 
 The survey's zoo table times each trained network with ``report(..., threads=1)`` (warm-up
-passes, then ``torch.utils.benchmark``'s ``blocked_autorange``, on the network as decoded
-from its file). Before the latency issue it timed the first network of a process cold, and gave
+passes, then blocks of calls timed by ``timing.time_model``, on the network as decoded from
+its file). Before the latency issue it timed the first network of a process cold, and gave
 LeNet-5 thirty times its real time. Here each checkpoint is timed both ways in one process:
 
 - ``report``: exactly what the survey's zoo table shows (``measure.report``);
