@@ -7,6 +7,7 @@ import time
 
 import ipywidgets as w
 import torch
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from ..measure import html_table, report
 from ..widgets import Explorer, png_of, sliders_for, start_at
@@ -167,6 +168,21 @@ class ArchitectureExplorer(Explorer):
         self.trail.append(row)
         return row
 
+    def panels(self):
+        """The two panels, made on the first move and kept, emptied of their lines: new axes
+        on every move would build every tick and label again, much of the drawing time."""
+        if not self.fig.axes:
+            left, _ = self.fig.subplots(1, 2, gridspec_kw=self.margins)
+            left.set_yscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")   # 20, not 2 x 10^1 (and no mathtext)
+            left.yaxis.set_major_formatter(plain)
+            left.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+            left.yaxis.set_minor_formatter(plain)
+        for ax in self.fig.axes:
+            for line in list(ax.lines):
+                line.remove()
+        return self.fig.axes
+
     def draw(self, left, right, knob: str):
         """Left: MACs and params against ``knob`` at the other knobs' current values; right:
         time against MACs of every setting visited (its last measurement)."""
@@ -178,18 +194,21 @@ class ArchitectureExplorer(Explorer):
                        if all(r[k] == now[k] for k in self.knob_names if k != knob)),
                       key=lambda r: r[knob])
         left.plot([r[knob] for r in rows], [r["MACs"] / 1e6 for r in rows], "o-", ms=3,
-                  label="MACs (millions)")
+                  color="C0", label="MACs (millions)")
         left.plot([r[knob] for r in rows], [r["params"] / 1e6 for r in rows], "s--", ms=3,
-                  label="params (millions)")
+                  color="C1", label="params (millions)")
         left.set_xlabel(knob)
-        left.set_yscale("log")
         left.legend(fontsize=8)
         right.plot([r["MACs"] / 1e6 for r in points.values()],
-                   [r["ms (batch 1, 1 thread)"] for r in points.values()], "o", ms=4)
+                   [r["ms (batch 1, 1 thread)"] for r in points.values()], "o", ms=4,
+                   color="C0")
         right.plot([now["MACs"] / 1e6], [now["ms (batch 1, 1 thread)"]], "o", color="C3", ms=7)
         right.set_xlabel("MACs per image (millions)")
         right.set_ylabel("ms per image (batch 1, 1 thread)")
         right.set_title(f"{self.name}: points visited (red: now)", fontsize=9)
+        for ax in (left, right):        # the limits of this move's lines only
+            ax.relim()
+            ax.autoscale_view()
 
     def update(self, **values):
         from html import escape
@@ -203,8 +222,7 @@ class ArchitectureExplorer(Explorer):
         row = self.compute(**values)
         self.table.value = scrolled(html_table([row]))
         self.ratios.value = scrolled(f"<b>accuracy</b>: {escape(row['accuracy'])}")
-        self.fig.clear()
-        self.draw(*self.fig.subplots(1, 2, gridspec_kw=self.margins), self.knob)
+        self.draw(*self.panels(), self.knob)
         self.plot.value = png_of(self.fig)
         self.seconds.append(time.perf_counter() - start)
 
