@@ -15,8 +15,11 @@ the two objects for the life of the process, not a fault of the comparison.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+from torch import nn
 
 from workbench import measure, models, timing, zoo
 from workbench.method import clone_model
@@ -91,17 +94,32 @@ def test_a_slow_network_is_timed_over_several_blocks(monkeypatch):
     assert blocks == [1] * timing.MIN_BLOCKS and t.median_ms > 0
 
 
-def test_the_blocks_fill_min_run_time_and_no_more(monkeypatch):
-    # Blocks of about a fifth of min_run_time each: the calls made add up to min_run_time,
-    # not to ten times it (as blocked_autorange's block size gave a network of a few ms).
-    calls = []
-    net = models.build("lenet5")
-    forward = net.forward
-    monkeypatch.setattr(net, "forward", lambda x: calls.append(1) or forward(x))
-    per_call = timing.time_model(net, net.input_shape, batch=1, threads=1,
-                                 min_run_time=0.2).median_ms / 1e3
-    spent = (len(calls) - timing.WARMUP) * per_call      # the timed calls, in seconds
-    assert 0.2 / 1.5 <= spent <= 0.2 * 3, (len(calls), per_call)
+class Sleeper(nn.Module):
+    """A "network" whose every call takes 5 ms of wall time, whatever the load: sleeping, not
+    computing."""
+    input_shape = (1,)
+
+    def forward(self, x):
+        time.sleep(0.005)
+        return x
+
+
+def test_blocks_are_a_fifth_of_min_run_time_and_fill_it(monkeypatch):
+    # blocked_autorange could give a 5 ms network blocks of ten calls, 50 ms each: five of them
+    # took five times a min_run_time of 0.05 s. Now blocks are about 10 ms, the total 0.05 s.
+    seconds = []
+    original = timing._block
+
+    def recorded(call, number):
+        per_call = original(call, number)
+        seconds.append(per_call * number)
+        return per_call
+
+    monkeypatch.setattr(timing, "_block", recorded)
+    t = timing.time_model(Sleeper(), (1,), threads=1, min_run_time=0.05, warmup=2)
+    assert t.median_ms >= 5 and t.warmup == 2
+    assert len(seconds) >= timing.MIN_BLOCKS and max(seconds) < 0.05 / 2, seconds
+    assert 0.05 <= sum(seconds) < 0.05 * 2, seconds
 
 
 def test_the_thread_count_is_restored():

@@ -44,8 +44,8 @@
 - energy per inference (``energy_uj``, split into memory and arithmetic) is ``cost.Energy``'s
   estimate from a 45 nm per-operation table (``workbench.cost`` says what it charges); the
   layer rows of ``report`` carry what it needs (each weight's format in the file, int8 or not);
-- latency is the warm median of ``torch.utils.benchmark`` at a stated batch size and thread
-  count, measured on the decoded file (what would be deployed), with the machine's load beside
+- latency is the warm median over blocks of calls (``timing.time_model``) at a stated batch size
+  and thread count, measured on the decoded file (what would be deployed), with the machine's load beside
   it; how much faster one network runs than another is measured by timing the two interleaved,
   with the spread of the ratio (``compare_latency``, ``report(..., latency_vs=base)``, and
   ``workbench.timing``, which says why).

@@ -30,9 +30,9 @@ What this module does about it:
   runtimes). ``benchmark.Timer`` does not time these blocks: its ``timeit`` adds two untimed
   calls to each, and a block's mean carries every interruption, so that on a busy machine a
   shorter block looked faster, and a network came out 2x faster than itself.
-- The thread count is fixed for the measurement (``torch.set_num_threads``, restored after) and recorded in every result, with the machine's
-  1-minute load average and number of CPUs, so that a reader can discount a figure taken on a
-  busy machine.
+- The thread count is fixed for the measurement (``torch.set_num_threads``, restored after) and
+  recorded in every result, with the machine's 1-minute load average and number of CPUs, so that
+  a reader can discount a figure taken on a busy machine.
 """
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def time_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                threads: int | None = None, min_run_time: float = 0.3,
                warmup: int = WARMUP, seed: int = 0) -> Timing:
     """Warm time per forward pass of ``model`` at ``batch`` on ``threads`` threads (default:
-    torch's current setting): ``warmup`` passes (at least one), whose median sets the block
+    torch's current setting): ``warmup`` passes (at least one), whose fastest sets the block
     size, about ``min_run_time / MIN_BLOCKS`` seconds of calls (at least one call); then blocks
     until there are ``MIN_BLOCKS`` and ``min_run_time`` is spent. The median of the blocks'
     times per call, and their interquartile range."""
@@ -156,14 +156,16 @@ def time_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
     with _eval(model) as (net,), _threads(threads):
         call = lambda: net(x)          # noqa: E731
         # Our own blocks, not benchmark.Timer's: blocked_autorange grows a block tenfold until
-        # the timer's overhead is 1e-4 of it, so a network of a few ms got blocks of ten calls
-        # and took ten times the min_run_time asked for, and each Timer.timeit adds two untimed
-        # calls (the live widgets time a network on every move).
-        number = max(1, round(min_run_time / MIN_BLOCKS
-                              / statistics.median(_call_times(call, max(warmup, 1)))))
-        times = []
-        while len(times) < MIN_BLOCKS or sum(times) * number < min_run_time:
+        # the timer's overhead is 1e-4 of it, so a network of a few ms could get blocks of ten
+        # calls, and five such blocks took up to ten times the min_run_time asked for; each
+        # Timer.timeit also adds two untimed calls (the live widgets time a network per move).
+        # The fastest warm-up call sizes the blocks: the first one is cold.
+        warmup = max(warmup, 1)
+        number = max(1, round(min_run_time / MIN_BLOCKS / min(_call_times(call, warmup))))
+        times, spent = [], 0.0
+        while len(times) < MIN_BLOCKS or spent < min_run_time:
             times.append(_block(call, number))
+            spent += times[-1] * number
     q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
     return Timing(median * 1e3, (q3 - q1) * 1e3, batch, threads, warmup,
                   round(os.getloadavg()[0], 2), os.cpu_count())
