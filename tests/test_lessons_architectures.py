@@ -96,6 +96,12 @@ def test_the_width_widget_shows_reports_figures_and_accuracy_only_for_a_checkpoi
         r = report(models.build("mobilenet", width=point["width"]), latency=False)
         assert (point["params"], point["MACs"]) == (r.params, r.macs)
     assert explorer.fig is figure and explorer.plot.value      # redrawn in place
+    widget.controls["resolution"].value = 0.5
+    widget.wait()
+    left, right = figure.axes                # the same two panels, holding this move's lines
+    assert len(left.lines) == 2 and len(right.lines) == 2
+    assert left.get_xlabel() == "resolution"
+    assert [len(line.get_xdata()) for line in left.lines] == [2, 2]   # resolution 1 and 0.5
     entry = zoo.manifest().get("mobilenet")
     first, last = explorer.trail[0]["accuracy"], explorer.trail[-1]["accuracy"]
     if entry is None:

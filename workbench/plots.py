@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 import numpy as np
 import torch
 
@@ -334,6 +334,15 @@ def hint_maps(axes, maps: dict[str, torch.Tensor]):
             _grid_cell(ax, row, col, f"channel {col}", label)
 
 
+def plain_log_axis(axis):
+    """Label a log axis 2, 5, 10, 20, ... in plain text: not 2 x 10^1 (mathtext, slow to draw,
+    and the minor labels of a short range ran into each other)."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_locator(LogLocator(subs=(2, 5)))
+    axis.set_minor_formatter(plain)
+
+
 def architecture_map(axes, rows: list[dict], references=("vgg_small", "resnet20")):
     """Two panels of the zoo's CIFAR-10 networks (rows of ``bench architectures``): test
     accuracy against MACs (log axis), and batch-64 time on one thread against MACs, where a
@@ -359,9 +368,11 @@ def architecture_map(axes, rows: list[dict], references=("vgg_small", "resnet20"
     right.set_ylabel("ms per batch of 64, 1 thread")
     for ax in axes:
         ax.set_xscale("log")
+        plain_log_axis(ax.xaxis)
         ax.set_xlabel("MACs per image (millions)")
         ax.grid(True, which="both", alpha=0.3)
     right.set_yscale("log")
+    plain_log_axis(right.yaxis)
 
 
 def pareto_plot(trials: list[dict], front: list[dict], base: dict | None = None,

@@ -7,9 +7,9 @@ import time
 
 import ipywidgets as w
 import torch
-from matplotlib.ticker import FuncFormatter, LogLocator
 
 from ..measure import html_table, report
+from ..plots import plain_log_axis
 from ..widgets import Explorer, png_of, sliders_for, start_at
 
 
@@ -174,10 +174,7 @@ class ArchitectureExplorer(Explorer):
         if not self.fig.axes:
             left, _ = self.fig.subplots(1, 2, gridspec_kw=self.margins)
             left.set_yscale("log")
-            plain = FuncFormatter(lambda v, _: f"{v:g}")   # 20, not 2 x 10^1 (and no mathtext)
-            left.yaxis.set_major_formatter(plain)
-            left.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
-            left.yaxis.set_minor_formatter(plain)
+            plain_log_axis(left.yaxis)
         for ax in self.fig.axes:
             for line in list(ax.lines):
                 line.remove()
